@@ -1,0 +1,62 @@
+# Axon: a Matrix homeserver. `make run` starts the embedded default; `make test` passes the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+RUN_DIR ?= $(CURDIR)/.run
+export AXON_RUN_DIR := $(RUN_DIR)
+
+# Test services provisioned by the project's own scripts (see scripts/).
+PG_PORT ?= 55432
+KAFKA_PORT ?= 59092
+export AXON_TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:$(PG_PORT)/axon_test
+export AXON_TEST_KAFKA ?= 127.0.0.1:$(KAFKA_PORT)
+
+PYTEST_ARGS ?=
+
+.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events clean
+
+help:
+	@echo "make run        - run the homeserver (embedded default) on http://127.0.0.1:8008"
+	@echo "make test       - install everything, provision PostgreSQL + Kafka, run the tests"
+	@echo "make bench      - benchmarks"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: $(VENV)/.installed
+	$(VENV)/bin/axon run --dev
+
+services:
+	scripts/postgres.sh start
+	scripts/postgres.sh createdb axon_test
+	scripts/kafka.sh start
+
+services-stop:
+	-scripts/kafka.sh stop
+	-scripts/postgres.sh stop
+
+test: install-test services
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Pure tests only: no PostgreSQL, no Kafka.
+test-unit: install-test
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+bench-events: install-test
+	$(PY) -m bench.events
+
+bench: bench-events
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR)
