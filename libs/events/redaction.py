@@ -1,7 +1,7 @@
 """The redaction algorithm, per room version (spec: "Redactions")."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from .room_versions import RoomVersion
 
@@ -40,7 +40,7 @@ def _kept_content_keys(event_type: str, version: RoomVersion) -> frozenset[str] 
     return frozenset()
 
 
-def redact(event: dict[str, Any], version: RoomVersion) -> dict[str, Any]:
+def redact(event: Mapping[str, Any], version: RoomVersion) -> dict[str, Any]:
     """Return the redacted form of a PDU (a new dict; the input is untouched)."""
     allowed = _TOP_LEVEL_ALWAYS if version.updated_redaction_rules else _TOP_LEVEL_ALWAYS | _TOP_LEVEL_PRE_V11
     out = {k: v for k, v in event.items() if k in allowed}

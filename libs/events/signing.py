@@ -1,0 +1,333 @@
+"""ed25519 signing and verification of JSON objects and events (spec appendix
+"Signing JSON", server-server "Signing events" / "Validating hashes and signatures").
+
+Keys are plain data: a `SigningKey` (key ID + seed) signs; a `VerifyKey` (32 public
+bytes + the time until which it may be trusted) verifies. Lookup of remote keys is the
+caller's job: pass what you know as ``{server_name: {key_id: VerifyKey}}``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import nacl.exceptions
+import nacl.signing
+
+from .canonical_json import CanonicalJSONError, encode_canonical_json
+from .hashes import check_content_hash, compute_content_hash
+from .redaction import redact
+from .room_versions import EventFormat, RoomVersion
+from .unpadded_base64 import Base64Error, decode_base64, encode_base64
+
+ED25519 = "ed25519"
+# Key versions are [a-zA-Z0-9_] in the spec's key ID grammar.
+_KEY_VERSION = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class SignatureError(ValueError):
+    """A signature is missing or does not verify (M_FORBIDDEN at the HTTP edge)."""
+
+    errcode = "M_FORBIDDEN"
+
+
+class KeyFormatError(ValueError):
+    """A signing or verify key could not be read."""
+
+    errcode = "M_BAD_JSON"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SigningKey:
+    """An ed25519 signing key: `key_id` is ``"ed25519:<version>"``."""
+
+    key_id: str
+    seed: bytes
+    _nacl: nacl.signing.SigningKey = field(repr=False)
+
+    @classmethod
+    def from_seed(cls, seed: bytes, version: str) -> SigningKey:
+        if len(seed) != 32:
+            raise KeyFormatError("an ed25519 seed is 32 bytes")
+        if not _KEY_VERSION.match(version):
+            raise KeyFormatError(f"bad key version {version!r}")
+        return cls(f"{ED25519}:{version}", bytes(seed), nacl.signing.SigningKey(seed))
+
+    @property
+    def version(self) -> str:
+        return self.key_id.split(":", 1)[1]
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self._nacl.verify_key)
+
+    @property
+    def public_key_b64(self) -> str:
+        return encode_base64(self.public_key)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._nacl.sign(data).signature
+
+    def verify_key(self, valid_until_ts: int | None = None) -> VerifyKey:
+        return VerifyKey(self.public_key, valid_until_ts)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyKey:
+    """A public key. ``valid_until_ts`` (ms) is the key's `valid_until_ts` for a current
+    key or its `expired_ts` for an old one; None means "no limit known to apply"."""
+
+    key: bytes
+    valid_until_ts: int | None = None
+
+    @classmethod
+    def from_base64(cls, b64: str, valid_until_ts: int | None = None) -> VerifyKey:
+        try:
+            raw = decode_base64(b64)
+        except (Base64Error, AttributeError, TypeError):
+            raise KeyFormatError("verify key is not base64") from None
+        if len(raw) != 32:
+            raise KeyFormatError("an ed25519 public key is 32 bytes")
+        return cls(raw, valid_until_ts)
+
+
+def generate_signing_key(version: str | None = None) -> SigningKey:
+    """A fresh key; the version defaults to a random 6-character string."""
+    if version is None:
+        version = "a_" + encode_base64(os.urandom(3), urlsafe=True).replace("-", "_")
+    return SigningKey.from_seed(os.urandom(32), version)
+
+
+def parse_signing_key_file(text: str) -> list[SigningKey]:
+    """Read the homeserver key file format: one ``ed25519 <version> <b64 seed>`` per line.
+
+    (Also accepts ``ed25519 ed25519:<version> <seed>``, a common variant.)"""
+    keys: list[SigningKey] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != ED25519:
+            raise KeyFormatError(f"line {lineno}: expected 'ed25519 <key_id> <base64 seed>'")
+        version = parts[1]
+        if version.startswith(ED25519 + ":"):
+            version = version[len(ED25519) + 1 :]
+        try:
+            seed = decode_base64(parts[2])
+        except Base64Error:
+            raise KeyFormatError(f"line {lineno}: seed is not base64") from None
+        keys.append(SigningKey.from_seed(seed, version))
+    if not keys:
+        raise KeyFormatError("no signing key found")
+    return keys
+
+
+def format_signing_key(key: SigningKey) -> str:
+    return f"{ED25519} {key.version} {encode_base64(key.seed)}\n"
+
+
+# --- JSON objects ------------------------------------------------------------------
+
+
+def _signing_bytes(obj: Mapping[str, Any], strict: bool = True) -> bytes:
+    if "signatures" in obj or "unsigned" in obj:
+        obj = {k: v for k, v in obj.items() if k != "signatures" and k != "unsigned"}
+    return encode_canonical_json(obj, strict=strict)
+
+
+def compute_signature(obj: Mapping[str, Any], key: SigningKey) -> str:
+    """The unpadded-base64 signature of `obj` (without signatures/unsigned)."""
+    return encode_base64(key.sign(_signing_bytes(obj)))
+
+
+def sign_json(obj: dict[str, Any], signing_name: str, key: SigningKey) -> dict[str, Any]:
+    """Add `key`'s signature under ``signatures[signing_name]``; mutates and returns `obj`."""
+    sig = compute_signature(obj, key)
+    sigs = obj.get("signatures")
+    if not isinstance(sigs, dict):
+        sigs = {}
+    else:
+        sigs = {k: dict(v) if isinstance(v, dict) else v for k, v in sigs.items()}
+    entry = sigs.get(signing_name)
+    if not isinstance(entry, dict):
+        entry = sigs[signing_name] = {}
+    entry[key.key_id] = sig
+    obj["signatures"] = sigs
+    return obj
+
+
+def _verify_raw(message: bytes, sig_b64: Any, key: VerifyKey) -> bool:
+    if not isinstance(sig_b64, str):
+        return False
+    try:
+        sig = decode_base64(sig_b64)
+    except Base64Error:
+        return False
+    if len(sig) != 64:
+        return False
+    try:
+        nacl.signing.VerifyKey(key.key).verify(message, sig)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+        return False
+    return True
+
+
+def verify_json_signature(obj: Mapping[str, Any], signing_name: str, key_id: str, key: VerifyKey) -> None:
+    """Raise SignatureError unless `obj` carries a valid signature by (signing_name, key_id)."""
+    sigs = obj.get("signatures")
+    entry = sigs.get(signing_name) if isinstance(sigs, dict) else None
+    if not isinstance(entry, dict) or key_id not in entry:
+        raise SignatureError(f"no signature from {signing_name} with {key_id}")
+    try:
+        message = _signing_bytes(obj)
+    except CanonicalJSONError as e:
+        raise SignatureError(f"cannot encode the signed object: {e}") from None
+    if not _verify_raw(message, entry[key_id], key):
+        raise SignatureError(f"bad signature from {signing_name} with {key_id}")
+
+
+def verify_signed_json(
+    obj: Mapping[str, Any],
+    signing_name: str,
+    keys: Mapping[str, VerifyKey],
+    *,
+    at_ts: int | None = None,
+    strict: bool = True,
+) -> str:
+    """Check `signing_name` signed `obj` (spec "Checking for a Signature").
+
+    Signatures by algorithms other than ed25519 are ignored; every remaining one whose
+    key is known must verify, and at least one must. With `at_ts`, a key only counts if
+    its ``valid_until_ts`` is unset or >= at_ts. Returns the key ID that verified.
+    """
+    sigs = obj.get("signatures")
+    entry = sigs.get(signing_name) if isinstance(sigs, dict) else None
+    if not isinstance(entry, dict) or not entry:
+        raise SignatureError(f"not signed by {signing_name}")
+    candidates = [k for k in entry if isinstance(k, str) and k.startswith(ED25519 + ":")]
+    if not candidates:
+        raise SignatureError(f"no ed25519 signature from {signing_name}")
+    try:
+        message = _signing_bytes(obj, strict=strict)
+    except CanonicalJSONError as e:
+        raise SignatureError(f"cannot encode the signed object: {e}") from None
+    verified: str | None = None
+    expired: list[str] = []
+    for key_id in sorted(candidates):
+        key = keys.get(key_id)
+        if key is None:
+            continue
+        if at_ts is not None and key.valid_until_ts is not None and key.valid_until_ts < at_ts:
+            expired.append(key_id)
+            continue
+        if not _verify_raw(message, entry[key_id], key):
+            raise SignatureError(f"bad signature from {signing_name} with {key_id}")
+        verified = key_id
+    if verified is None:
+        if expired:
+            raise SignatureError(f"key {expired[0]} of {signing_name} was not valid at {at_ts}")
+        raise SignatureError(f"no known key for the signatures of {signing_name}")
+    return verified
+
+
+# --- events -------------------------------------------------------------------------
+
+
+def _domain(identifier: Any) -> str | None:
+    if not isinstance(identifier, str) or ":" not in identifier:
+        return None
+    return identifier.split(":", 1)[1] or None
+
+
+def required_signers(pdu: Mapping[str, Any], version: RoomVersion) -> set[str]:
+    """Servers whose signature an incoming PDU must carry (server-server spec,
+    "Validating hashes and signatures on received events"):
+
+    * the sender's server — except for an invite made from a third-party invite, whose
+      sender is the original inviter but which may be sent by another server;
+    * room versions 1 and 2: the server named in the event ID;
+    * restricted joins (v8+): the server of ``join_authorised_via_users_server``.
+    """
+    servers: set[str] = set()
+    content = pdu.get("content")
+    if not isinstance(content, dict):
+        content = {}
+    is_member = pdu.get("type") == "m.room.member"
+    membership = content.get("membership") if is_member else None
+    if not (membership == "invite" and "third_party_invite" in content):
+        d = _domain(pdu.get("sender"))
+        if d is None:
+            raise SignatureError("event has no valid sender")
+        servers.add(d)
+    if version.event_format is EventFormat.V1:
+        d = _domain(pdu.get("event_id"))
+        if d is None:
+            raise SignatureError("event has no valid event_id")
+        servers.add(d)
+    if version.restricted_join_rule and membership == "join" and "join_authorised_via_users_server" in content:
+        d = _domain(content["join_authorised_via_users_server"])
+        if d is None:
+            raise SignatureError("bad join_authorised_via_users_server")
+        servers.add(d)
+    return servers
+
+
+def _event_signing_object(pdu: Mapping[str, Any], version: RoomVersion) -> dict[str, Any]:
+    pruned = redact(dict(pdu), version)
+    pruned.pop("signatures", None)
+    pruned.pop("unsigned", None)
+    return pruned
+
+
+def compute_event_signature(pdu: Mapping[str, Any], version: RoomVersion, key: SigningKey) -> str:
+    """The signature of the event's redacted form, as the spec's "Signing events" defines."""
+    strict = version.strict_canonicaljson
+    return encode_base64(key.sign(encode_canonical_json(_event_signing_object(pdu, version), strict=strict)))
+
+
+def add_hashes_and_signature(
+    pdu: dict[str, Any], version: RoomVersion, server_name: str, key: SigningKey
+) -> dict[str, Any]:
+    """Set ``hashes.sha256`` (content hash) then add our signature; mutates and returns."""
+    pdu["hashes"] = {"sha256": encode_base64(compute_content_hash(pdu, version))}
+    return sign_event(pdu, version, server_name, key)
+
+
+def sign_event(pdu: dict[str, Any], version: RoomVersion, server_name: str, key: SigningKey) -> dict[str, Any]:
+    """Add `server_name`'s signature to a PDU that already has its `hashes`; mutates and returns."""
+    sig = compute_event_signature(pdu, version, key)
+    sigs = pdu.get("signatures")
+    sigs = {k: dict(v) for k, v in sigs.items() if isinstance(v, dict)} if isinstance(sigs, dict) else {}
+    sigs.setdefault(server_name, {})[key.key_id] = sig
+    pdu["signatures"] = sigs
+    return pdu
+
+
+def verify_event_signatures(
+    pdu: Mapping[str, Any],
+    version: RoomVersion,
+    keys: Mapping[str, Mapping[str, VerifyKey]],
+    *,
+    servers: Iterable[str] | None = None,
+) -> None:
+    """Raise SignatureError unless every required server (or `servers`) signed the event's
+    redacted form with a known key. Room v5+ (`enforce_key_validity`) also requires the
+    key to have been valid at the event's origin_server_ts."""
+    needed = set(servers) if servers is not None else required_signers(pdu, version)
+    at_ts: int | None = None
+    if version.enforce_key_validity:
+        ts = pdu.get("origin_server_ts")
+        if not isinstance(ts, int) or isinstance(ts, bool):
+            raise SignatureError("event has no valid origin_server_ts")
+        at_ts = ts
+    obj = _event_signing_object(pdu, version)
+    obj["signatures"] = pdu.get("signatures")
+    for server in sorted(needed):
+        verify_signed_json(obj, server, keys.get(server, {}), at_ts=at_ts, strict=version.strict_canonicaljson)
+
+
+def check_event_hash(pdu: Mapping[str, Any], version: RoomVersion) -> bool:
+    """True if ``hashes.sha256`` matches; False means the event must be redacted before use."""
+    return check_content_hash(dict(pdu), version)
