@@ -1,0 +1,115 @@
+"""The roomserver's public interface: what other services may ask of it.
+
+The roomserver owns the room event graph, state snapshots, forward extremities,
+memberships (as state) and aliases. Other services never read its tables: they
+call this interface (in-process in the embedded mode, over HTTP in the cluster)
+or consume its output topic.
+
+Writes go through the log (topic `roomserver.input`, keyed by room_id): the
+caller produces an `InputRecord` and waits for the reply (correlation id) with a
+deadline; the roomserver's single worker for that room builds, signs, auth-checks
+and commits the event, writes an outbox row in the same transaction, and replies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# ---- topics (names without the deployment's prefix) -------------------------
+TOPIC_INPUT = "roomserver.input"    # key: room_id; value: InputRecord JSON
+TOPIC_OUTPUT = "roomserver.output"  # key: room_id; value: OutputRecord JSON
+
+
+# ---- input -------------------------------------------------------------------
+@dataclass
+class NewEventRequest:
+    """Ask the roomserver to build, sign and send a local event in a room."""
+    room_id: str
+    type: str
+    sender: str
+    content: dict[str, Any]
+    state_key: str | None = None
+    redacts: str | None = None
+    # Client transaction, echoed in the output so the sender's /sync shows
+    # `unsigned.transaction_id` and so retries are idempotent.
+    device_id: str | None = None
+    txn_id: str | None = None
+    origin_server_ts: int | None = None
+
+
+@dataclass
+class CreateRoomRequest:
+    """Body of POST /createRoom, already validated by the clientapi."""
+    creator: str
+    room_version: str
+    preset: str | None = None
+    visibility: str = "private"
+    name: str | None = None
+    topic: str | None = None
+    room_alias_name: str | None = None
+    invite: list[str] = field(default_factory=list)
+    is_direct: bool = False
+    initial_state: list[dict[str, Any]] = field(default_factory=list)
+    creation_content: dict[str, Any] = field(default_factory=dict)
+    power_level_content_override: dict[str, Any] | None = None
+    device_id: str | None = None
+
+
+@dataclass
+class SendResult:
+    event_id: str
+    # The room's stream of the roomserver is not the client's stream: clients only
+    # ever see syncapi positions.
+
+
+# ---- output ------------------------------------------------------------------
+@dataclass
+class OutputNewEvent:
+    """A committed event, as published on `roomserver.output` (via the outbox).
+
+    Small by design: the event itself plus the IDs of state added/removed from the
+    room's current state, never the whole state."""
+    event: dict[str, Any]           # the PDU, with "event_id" and "room_id" filled in
+    room_version: str
+    state_added: list[str]          # event IDs added to current state by this event
+    state_removed: list[str]        # event IDs removed from current state
+    soft_failed: bool = False
+    rejected: bool = False
+    device_id: str | None = None     # the local sender's device and txn id, if any
+    txn_id: str | None = None
+    # The previous output event ID for this room, so consumers can detect gaps.
+    last_sent_event_id: str | None = None
+
+
+# ---- queries -------------------------------------------------------------------
+@dataclass
+class RoomMembership:
+    room_id: str
+    user_id: str
+    membership: str   # join | invite | leave | ban | knock
+    event_id: str
+
+
+class RoomserverAPI(Protocol):
+    # perform (each goes through the input log and waits for the commit)
+    async def create_room(self, req: CreateRoomRequest) -> str: ...
+    async def send_event(self, req: NewEventRequest) -> SendResult: ...
+
+    # queries
+    async def room_exists(self, room_id: str) -> bool: ...
+    async def get_room_version(self, room_id: str) -> str | None: ...
+    async def get_event(self, event_id: str) -> dict[str, Any] | None: ...
+    async def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+    async def get_current_state(self, room_id: str) -> dict[tuple[str, str], dict[str, Any]]: ...
+    async def get_state_event(self, room_id: str, event_type: str, state_key: str) -> dict[str, Any] | None: ...
+    async def get_state_at_event(self, event_id: str) -> dict[tuple[str, str], dict[str, Any]]: ...
+    async def get_membership(self, room_id: str, user_id: str) -> RoomMembership | None: ...
+    async def get_joined_members(self, room_id: str) -> list[str]: ...
+    async def get_rooms_for_user(self, user_id: str, memberships: tuple[str, ...] = ("join",)) -> list[RoomMembership]: ...
+    async def resolve_alias(self, alias: str) -> str | None: ...
+    async def set_alias(self, alias: str, room_id: str, creator: str) -> bool: ...
+    async def remove_alias(self, alias: str) -> bool: ...
+    async def get_aliases(self, room_id: str) -> list[str]: ...
+    async def set_room_visibility(self, room_id: str, visibility: str) -> None: ...
+    async def get_room_visibility(self, room_id: str) -> str: ...
+    async def list_public_rooms(self) -> list[str]: ...
