@@ -1,0 +1,125 @@
+"""The homeserver configuration as plain dataclasses (one YAML file, see docs/config.md).
+
+Every field has a default; the defaults are the *production* defaults
+(registration off, rate limits on). `libs.config.loader.dev_config()` returns the
+local development defaults used by `make run`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ListenConfig:
+    host: str = "127.0.0.1"
+    port: int = 8008
+
+
+@dataclass
+class DatabaseConfig:
+    # "sqlite": one file per service under sqlite_dir (":memory:" for throwaway
+    # in-memory databases, tests only); "postgres": one schema per service.
+    kind: str = "sqlite"
+    sqlite_dir: str = "data/db"
+    postgres_dsn: str = "postgresql://axon@127.0.0.1:5432/axon"
+    # Prepended to each service's schema name (lets several homeservers, or test
+    # runs, share one PostgreSQL database).
+    postgres_schema_prefix: str = ""
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    connect_timeout_s: float = 5.0
+    # Per-statement timeout; 0 disables it.
+    statement_timeout_s: float = 30.0
+    # SQLite: how long a writer from another process waits for the file lock.
+    sqlite_busy_timeout_ms: int = 5000
+
+
+@dataclass
+class LogConfig:
+    """The event log (not logging): embedded durable log or Kafka."""
+    kind: str = "embedded"  # "embedded" | "kafka"
+    embedded_path: str = "data/log"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = "axon."
+    kafka_client_id: str = "axon"
+
+
+@dataclass
+class RegistrationConfig:
+    enabled: bool = False
+    # When set, registration needs an m.login.registration_token stage.
+    require_token: bool = False
+    registration_tokens: list[str] = field(default_factory=list)
+    # Offer the m.login.dummy flow (open registration) when enabled and no token required.
+    allow_dummy_flow: bool = True
+    # Shared secret for the admin registration API / `axon create-user`; empty = off.
+    shared_secret: str = ""
+    allow_guests: bool = False
+
+
+@dataclass
+class RateLimit:
+    """Token bucket: `per_second` sustained, `burst` at once."""
+    per_second: float = 1.0
+    burst: int = 10
+
+
+@dataclass
+class RateLimitingConfig:
+    enabled: bool = True
+    message: RateLimit = field(default_factory=lambda: RateLimit(per_second=1.0, burst=10))
+    login: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.2, burst=5))
+    register: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.2, burst=5))
+    join: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.5, burst=10))
+    invite: RateLimit = field(default_factory=lambda: RateLimit(per_second=0.3, burst=10))
+    media_upload: RateLimit = field(default_factory=lambda: RateLimit(per_second=1.0, burst=10))
+
+
+@dataclass
+class MediaConfig:
+    store_path: str = "data/media"
+    max_upload_bytes: int = 50 * 1024 * 1024
+    thumbnail_sizes: list[list[int]] = field(
+        default_factory=lambda: [[32, 32], [96, 96], [320, 240], [640, 480], [800, 600]]
+    )
+
+
+@dataclass
+class FederationConfig:
+    """Placeholders: federation is not served yet beyond keys."""
+    enabled: bool = False
+    # Deny outbound requests to private/loopback addresses (tests may turn this off).
+    block_private_addresses: bool = True
+    key_validity_period_ms: int = 7 * 24 * 3600 * 1000
+    trusted_key_servers: list[str] = field(default_factory=lambda: ["matrix.org"])
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "INFO"
+    # "json" (one JSON object per line) or "text".
+    format: str = "json"
+
+
+@dataclass
+class ClientConfig:
+    # Accept the deprecated ?access_token= query parameter.
+    allow_query_access_token: bool = False
+    max_request_body_bytes: int = 1024 * 1024
+
+
+@dataclass
+class HomeserverConfig:
+    server_name: str = "localhost"
+    public_baseurl: str = "https://localhost/"
+    signing_key_path: str = "data/signing.key"
+    data_dir: str = "data"
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    rate_limiting: RateLimitingConfig = field(default_factory=RateLimitingConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)

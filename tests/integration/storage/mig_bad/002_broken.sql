@@ -1,0 +1,2 @@
+CREATE TABLE also_good (y INTEGER);
+THIS IS NOT SQL;
