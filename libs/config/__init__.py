@@ -27,3 +27,25 @@ __all__ = [
     "RateLimitingConfig",
     "RegistrationConfig",
 ]
+
+from libs.config.loader import (  # noqa: E402
+    ConfigError,
+    apply_env_overrides,
+    config_from_dict,
+    dev_config,
+    dump_config,
+    generate_config,
+    load_config,
+    load_or_create_signing_key,
+)
+
+__all__ += [
+    "ConfigError",
+    "apply_env_overrides",
+    "config_from_dict",
+    "dev_config",
+    "dump_config",
+    "generate_config",
+    "load_config",
+    "load_or_create_signing_key",
+]
