@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 from fastapi import APIRouter, Depends, Request, Response
 
 from libs.errors import MatrixError
+from libs.http.body import read_body_limited
 from services.userapi.api import Device
 
 from .files import THUMBNAILABLE, FileStore, make_thumbnail
@@ -68,21 +69,7 @@ def build_media_routers(deps: MediaRoutesDeps) -> tuple[APIRouter, APIRouter]:
     store, files = deps.store, deps.files
 
     async def read_body(request: Request) -> bytes:
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                if int(length) > deps.max_upload_bytes:
-                    raise _err(413, "M_TOO_LARGE", "Upload exceeds the maximum size")
-            except ValueError:
-                raise _err(400, "M_UNKNOWN", "Bad Content-Length") from None
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > deps.max_upload_bytes:
-                raise _err(413, "M_TOO_LARGE", "Upload exceeds the maximum size")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body_limited(request, deps.max_upload_bytes)
 
     async def store_content(media_id: str, request: Request, filename: str | None) -> None:
         data = await read_body(request)
