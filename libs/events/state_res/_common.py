@@ -1,0 +1,247 @@
+"""Helpers shared by the state resolution algorithms: auth-DAG walks, conflict
+separation, auth keys, sender power levels. Pure, synchronous, no I/O."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ..auth import AuthError, check_auth_rules
+from ..event import Event
+from ..room_versions import RoomVersion
+
+StateKey = tuple[str, str]
+StateMap = Mapping[StateKey, str]
+# Looks an event up; None when it is not known (missing events are skipped, never fatal).
+GetEvent = Callable[[str], "Event | None"]
+
+CREATE_KEY: StateKey = ("m.room.create", "")
+POWER_KEY: StateKey = ("m.room.power_levels", "")
+JOIN_RULES_KEY: StateKey = ("m.room.join_rules", "")
+
+# Level given to v12 room creators when ordering events (any finite level is below it).
+CREATOR_LEVEL = 2**53
+
+
+class StateResolutionError(ValueError):
+    """The input cannot be resolved (e.g. malformed state sets)."""
+
+    errcode = "M_BAD_JSON"
+
+
+def auth_ids(ev: Event) -> list[str]:
+    """The event's auth event IDs; in room v12 the create event (whose ID is implied by
+    the room ID, never listed) is added, as every v12 event is authorised by it."""
+    ids = ev.auth_event_ids
+    rv = ev.room_version
+    if rv.hydra and ev.type != "m.room.create":
+        rid = ev.room_id
+        if rid.startswith("!"):
+            create_id = "$" + rid[1:]
+            if create_id not in ids:
+                return [*ids, create_id]
+    return ids
+
+
+def separate(state_sets: Sequence[StateMap]) -> tuple[dict[StateKey, str], dict[StateKey, set[str]]]:
+    """Split into the unconflicted map and the conflicted keys -> event IDs.
+
+    A key absent from some state set is conflicted (state res v2's reading); v1 uses
+    `separate_v1` instead."""
+    if not state_sets:
+        return {}, {}
+    first = state_sets[0]
+    if len(state_sets) == 1:
+        return dict(first), {}
+    unconflicted: dict[StateKey, str] = {}
+    conflicted: dict[StateKey, set[str]] = {}
+    rest = state_sets[1:]
+    keys: set[StateKey] = set(first)
+    for s in rest:
+        keys.update(s)
+    for key in keys:
+        v0 = first.get(key)
+        same = v0 is not None
+        if same:
+            for s in rest:
+                if s.get(key) != v0:
+                    same = False
+                    break
+        if same:
+            unconflicted[key] = v0  # type: ignore[assignment]
+        else:
+            ids = {s[key] for s in state_sets if key in s}
+            conflicted[key] = ids
+    return unconflicted, conflicted
+
+
+def auth_closure(start: Iterable[str], get: GetEvent, stop: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """`start` plus every event reachable from it over auth_events, not walking into
+    (nor including) events in `stop` (which must itself be closed under auth edges)."""
+    seen: set[str] = set()
+    stack = [e for e in start if e not in stop]
+    while stack:
+        eid = stack.pop()
+        if eid in seen:
+            continue
+        seen.add(eid)
+        ev = get(eid)
+        if ev is None:
+            continue
+        for aid in auth_ids(ev):
+            if aid not in seen and aid not in stop:
+                stack.append(aid)
+    return seen
+
+
+def auth_difference(state_sets: Sequence[StateMap], get: GetEvent) -> set[str]:
+    """∪Cᵢ − ∩Cᵢ where Cᵢ is the state set's events and their auth chains.
+
+    The events common to every state set have their auth chains in every Cᵢ, so their
+    closure K is computed once and each Cᵢ is K ∪ Dᵢ with a small Dᵢ; then the
+    difference is ∪Dᵢ − ∩Dᵢ."""
+    id_sets = [set(s.values()) for s in state_sets]
+    common = set.intersection(*id_sets) if id_sets else set()
+    k = auth_closure(common, get)
+    ds = [auth_closure(ids - common, get, k) for ids in id_sets]
+    if not ds:
+        return set()
+    return set.union(*ds) - set.intersection(*ds)
+
+
+def conflicted_subgraph(conflicted: set[str], get: GetEvent) -> set[str]:
+    """Room v12: the events on auth-DAG paths between two conflicted events (endpoints
+    included): reachable from a conflicted event and able to reach one."""
+    reach = auth_closure(conflicted, get)  # conflicted events and their auth chains
+    # Reverse edges inside `reach`, then walk back from the conflicted events.
+    cited_by: dict[str, list[str]] = {}
+    for eid in reach:
+        ev = get(eid)
+        if ev is None:
+            continue
+        for aid in auth_ids(ev):
+            if aid in reach:
+                cited_by.setdefault(aid, []).append(eid)
+    out: set[str] = set()
+    stack = [c for c in conflicted if c in reach]
+    while stack:
+        eid = stack.pop()
+        if eid in out:
+            continue
+        out.add(eid)
+        stack.extend(p for p in cited_by.get(eid, ()) if p not in out)
+    return out
+
+
+def auth_keys_for_event(ev: Event) -> set[StateKey]:
+    """The state keys that may be needed to authorise `ev` (always including the create
+    event's key, which v12 state maps hold even though v12 events never cite it)."""
+    t = ev.type
+    if t == "m.room.create":
+        return set()
+    keys = {CREATE_KEY, POWER_KEY, ("m.room.member", ev.sender)}
+    if t == "m.room.member":
+        content = ev.content
+        membership = content.get("membership")
+        sk = ev.state_key
+        if sk is not None:
+            keys.add(("m.room.member", sk))
+        if membership in ("join", "invite", "knock"):
+            keys.add(JOIN_RULES_KEY)
+        if membership == "invite":
+            tpi = content.get("third_party_invite")
+            if isinstance(tpi, dict):
+                signed = tpi.get("signed")
+                if isinstance(signed, dict) and isinstance(signed.get("token"), str):
+                    keys.add(("m.room.third_party_invite", signed["token"]))
+        if membership == "join" and ev.room_version.restricted_join_rule:
+            via = content.get("join_authorised_via_users_server")
+            if isinstance(via, str):
+                keys.add(("m.room.member", via))
+    return keys
+
+
+def _level(value: Any) -> int:
+    # Ordering only: read what a lenient room version would accept, else 0.
+    t = type(value)
+    if t is int or t is bool:
+        return int(value)
+    if t is float:
+        return int(value) if value == value and value not in (float("inf"), float("-inf")) else 0
+    if t is str:
+        try:
+            return int(value.strip())
+        except ValueError:
+            return 0
+    return 0
+
+
+def is_creator(create: Event, user_id: str) -> bool:
+    if create.sender == user_id:
+        return True
+    if create.room_version.hydra:
+        extra = create.content.get("additional_creators")
+        return isinstance(extra, list) and user_id in extra
+    return False
+
+
+def sender_power_level(ev: Event, get: GetEvent) -> int:
+    """The sender's power level according to the event's own auth events, as used by
+    the reverse topological power ordering."""
+    pl: Event | None = None
+    create: Event | None = None
+    for aid in auth_ids(ev):
+        a = get(aid)
+        if a is None:
+            continue
+        t = a.type
+        if t == "m.room.power_levels" and a.state_key == "":
+            pl = a
+        elif t == "m.room.create" and a.state_key == "":
+            create = a
+    sender = ev.sender
+    if create is not None and ev.room_version.hydra and is_creator(create, sender):
+        return CREATOR_LEVEL
+    if pl is None:
+        if create is not None:
+            if ev.room_version.implicit_room_creator:
+                creator: Any = create.sender
+            else:
+                creator = create.content.get("creator")
+            if creator == sender:
+                return 100
+        return 0
+    content = pl.content
+    users = content.get("users")
+    level = users.get(sender) if isinstance(users, dict) else None
+    if level is None:
+        level = content.get("users_default", 0)
+    if level is None:
+        return 0
+    return _level(level)
+
+
+def is_power_event(ev: Event) -> bool:
+    """Spec definition (power levels, join rules, kicks and bans) plus the create event,
+    which can only be conflicted in a broken room but then must be ordered first."""
+    if not ev.is_state():
+        return False
+    t = ev.type
+    sk = ev.state_key
+    if sk == "" and (t == "m.room.power_levels" or t == "m.room.join_rules" or t == "m.room.create"):
+        return True
+    if t == "m.room.member":
+        m = ev.membership
+        return (m == "leave" or m == "ban") and ev.sender != sk
+    return False
+
+
+def passes_auth(ev: Event, auth_state: Mapping[StateKey, Event]) -> bool:
+    """The state-dependent auth rules, as state resolution applies them. The create
+    event has no state-dependent rules (its own checks happened when it was received)."""
+    if ev.type == "m.room.create":
+        return True
+    try:
+        check_auth_rules(ev, auth_state)
+    except AuthError:
+        return False
+    return True
