@@ -1,0 +1,316 @@
+"""Projection of the log topics into the syncapi's tables.
+
+`SyncProjector` applies one decoded record at a time; it is idempotent (redelivered
+records change nothing: dedup on event_id, receipt/account-data values, to-device
+message IDs). `SyncConsumers` drives it from the log with `libs.log.runner.KeyedRunner`.
+Each write commits first, then advances the in-memory positions and wakes long-polls.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from libs.log.api import EventLog, Record
+from libs.log.runner import KeyedRunner
+from services.roomserver.api import OutputNewEvent, RoomserverAPI
+from services.syncapi.api import (
+    TOPIC_CLIENT_DATA,
+    TOPIC_RECEIPTS,
+    TOPIC_ROOMSERVER_OUTPUT,
+    TOPIC_TO_DEVICE,
+    TOPIC_TYPING,
+    ClientDataRecord,
+    ReceiptRecord,
+    ToDeviceRecord,
+    TypingRecord,
+)
+from services.syncapi.storage.store import SyncStore
+from services.syncapi.streams import Notifier, Positions, TypingState
+from services.userapi.api import UserAPI
+
+log = logging.getLogger(__name__)
+
+
+def _from_dict(cls: Any, obj: Any) -> Any:
+    """Build a record dataclass from decoded JSON, ignoring unknown keys."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{cls.__name__}: expected an object")
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in obj.items() if k in names})
+
+
+def parse_output(obj: Any) -> OutputNewEvent | None:
+    """An OutputNewEvent from a roomserver.output record (None for other kinds)."""
+    if isinstance(obj, dict) and "event" not in obj:
+        # A tagged envelope {"type": "new_event", "new_event": {...}} is accepted too.
+        inner = obj.get("new_event")
+        if not isinstance(inner, dict):
+            return None
+        obj = inner
+    rec = _from_dict(OutputNewEvent, obj)
+    if not isinstance(rec.event, dict) or not isinstance(rec.event.get("event_id"), str):
+        raise ValueError("output event without event_id")
+    rec.state_added = [s for s in (rec.state_added or []) if isinstance(s, str)]
+    rec.state_removed = [s for s in (rec.state_removed or []) if isinstance(s, str)]
+    return rec
+
+
+def _redacts(pdu: dict[str, Any]) -> str | None:
+    c = pdu.get("content")
+    r = c.get("redacts") if isinstance(c, dict) else None
+    if not isinstance(r, str):
+        r = pdu.get("redacts")
+    return r if isinstance(r, str) else None
+
+
+class SyncProjector:
+    def __init__(self, store: SyncStore, positions: Positions, notifier: Notifier, typing: TypingState,
+                 roomserver: RoomserverAPI | None, userapi: UserAPI | None) -> None:
+        self.store = store
+        self.positions = positions
+        self.notifier = notifier
+        self.typing = typing
+        self.roomserver = roomserver
+        self.userapi = userapi
+
+    # ---- roomserver.output ----------------------------------------------------
+    async def on_output(self, rec: OutputNewEvent) -> bool:
+        """Project one committed event. Returns False if it changed nothing."""
+        pdu = dict(rec.event)
+        event_id: str = pdu["event_id"]
+        room_id = pdu.get("room_id")
+        if not isinstance(room_id, str) or rec.rejected:
+            return False
+        in_timeline = not rec.soft_failed
+        if not rec.state_added and not rec.state_removed and not in_timeline:
+            return False
+        if in_timeline and await self.store.event_pos(event_id) is not None:
+            return False  # redelivery
+        # Fetch state events we never saw (before the transaction: no I/O inside it).
+        need = [e for e in rec.state_added if e != event_id]
+        missing = [e for e in need if e not in await self.store.known_event_ids(need)] if need else []
+        fetched: dict[str, dict[str, Any]] = {}
+        if missing:
+            if self.roomserver is None:
+                raise RuntimeError("state events missing and no roomserver to ask")
+            fetched = await self.roomserver.get_events(missing)
+            lost = [e for e in missing if e not in fetched]
+            if lost:
+                log.warning("roomserver does not have state events %s; skipping them", lost)
+        pos = 0
+        async with self.store.db.transaction() as tx:
+            if in_timeline and await self.store.timeline_event_exists(tx, event_id):
+                return False
+            pos = await self.store.next_pos(tx, "events")
+            await self.store.upsert_room(tx, room_id, rec.room_version, event_id if in_timeline else None)
+            for eid, ev in fetched.items():
+                await self.store.insert_event(tx, event_id=eid, room_id=room_id, stream_pos=None, pdu=ev)
+            # Keys of the state added (from the events we hold) and removed (from current state).
+            keys_added: dict[tuple[str, str], str] = {}
+            added_pdus = dict(fetched)
+            added_pdus[event_id] = pdu
+            other = [e for e in rec.state_added if e not in added_pdus]
+            if other:
+                rows = await self.store.events_by_ids_conn(tx, other)
+                added_pdus.update({r_id: r for r_id, r in rows.items()})
+            for eid in rec.state_added:
+                ev = added_pdus.get(eid)
+                if ev is None or not isinstance(ev.get("state_key"), str):
+                    continue
+                keys_added[(str(ev.get("type", "")), ev["state_key"])] = eid
+            removed_keys = await self.store.current_state_keys_of(tx, room_id, rec.state_removed)
+            changed_keys = set(keys_added) | {k for k in removed_keys.values() if k not in keys_added}
+            own_key = (str(pdu.get("type", "")), pdu["state_key"]) if isinstance(pdu.get("state_key"), str) else None
+            lookup = list(changed_keys | ({own_key} if own_key else set()))
+            before = await self.store.current_state_for_keys(tx, room_id, lookup)
+            if own_key is not None and in_timeline:
+                prev_id = before.get(own_key)
+                if prev_id is not None and prev_id != event_id:
+                    prev = await self.store.events_by_ids_conn(tx, [prev_id])
+                    unsigned = dict(pdu.get("unsigned") or {})
+                    unsigned["replaces_state"] = prev_id
+                    if prev_id in prev:
+                        unsigned["prev_content"] = prev[prev_id].get("content", {})
+                        unsigned["prev_sender"] = prev[prev_id].get("sender")
+                    pdu["unsigned"] = unsigned
+            if await self.store.known_event_ids([event_id], tx):
+                if in_timeline:
+                    await self.store.promote_event(tx, event_id, pos, pdu, rec.device_id, rec.txn_id)
+            else:
+                await self.store.insert_event(tx, event_id=event_id, room_id=room_id,
+                                              stream_pos=pos if in_timeline else None, pdu=pdu,
+                                              device_id=rec.device_id, txn_id=rec.txn_id)
+            for key in sorted(changed_keys):
+                new_id = keys_added.get(key)
+                if new_id is not None and before.get(key) == new_id:
+                    continue
+                membership = None
+                if key[0] == "m.room.member" and new_id is not None:
+                    m = (added_pdus.get(new_id) or {}).get("content", {}).get("membership")
+                    membership = m if isinstance(m, str) else None
+                await self.store.set_state(tx, room_id, pos, key, new_id, before.get(key), membership)
+            # Redactions, in whichever order the redaction and its target arrive.
+            if pdu.get("type") == "m.room.redaction" and in_timeline:
+                target = _redacts(pdu)
+                if target:
+                    await self.store.add_redaction(tx, event_id, target)
+                    await self.store.mark_redacted(tx, target, event_id)
+            pending = await self.store.pending_redaction_for(tx, event_id)
+            if pending:
+                await self.store.mark_redacted(tx, event_id, pending)
+        self.positions.advance("events", pos)
+        keys = [f"r:{room_id}"]
+        if pdu.get("type") == "m.room.member" and isinstance(pdu.get("state_key"), str):
+            keys.append(f"u:{pdu['state_key']}")
+        self.notifier.notify(keys)
+        return True
+
+    # ---- ephemeral.typing -------------------------------------------------------
+    def on_typing(self, rec: TypingRecord) -> bool:
+        changed = self.typing.set(rec.room_id, rec.user_id, bool(rec.typing), int(rec.timeout_ms))
+        if changed:
+            self.notifier.notify([f"r:{rec.room_id}"])
+        return changed
+
+    def expire_typing(self) -> None:
+        rooms = self.typing.expire()
+        if rooms:
+            self.notifier.notify([f"r:{r}" for r in rooms])
+
+    # ---- ephemeral.receipts ----------------------------------------------------
+    async def on_receipt(self, rec: ReceiptRecord) -> bool:
+        if rec.receipt_type not in ("m.read", "m.read.private"):
+            return False
+        thread = rec.thread_id or ""
+        async with self.store.db.transaction() as tx:
+            cur = await self.store.receipt_event(tx, rec.room_id, rec.receipt_type, rec.user_id, thread)
+            if cur == rec.event_id:
+                return False
+            pos = await self.store.next_pos(tx, "receipts")
+            await self.store.upsert_receipt(tx, rec.room_id, rec.receipt_type, rec.user_id, thread,
+                                            rec.event_id, int(rec.ts), pos)
+        self.positions.advance("receipts", pos)
+        self.notifier.notify([f"r:{rec.room_id}"])
+        return True
+
+    # ---- user.to_device ----------------------------------------------------------
+    async def on_to_device(self, rec: ToDeviceRecord) -> int:
+        if rec.device_id == "*":
+            if self.userapi is None:
+                return 0
+            devices = [d.device_id for d in await self.userapi.list_devices(rec.user_id)]
+        else:
+            devices = [rec.device_id]
+        stored, pos = 0, 0
+        for dev in devices:
+            async with self.store.db.transaction() as tx:
+                p = await self.store.next_pos(tx, "to_device")
+                if await self.store.insert_to_device(tx, p, rec.user_id, dev, rec.sender, rec.type,
+                                                     rec.content if isinstance(rec.content, dict) else {},
+                                                     rec.message_id or uuid.uuid4().hex):
+                    stored, pos = stored + 1, p
+        if stored:
+            self.positions.advance("to_device", pos)
+            self.notifier.notify([f"u:{rec.user_id}"])
+        return stored
+
+    # ---- user.client_data ----------------------------------------------------
+    async def on_client_data(self, rec: ClientDataRecord) -> bool:
+        if rec.type != "account_data" or self.userapi is None:
+            return False
+        content = await self.userapi.get_account_data(rec.user_id, rec.room_id, rec.data_type)
+        content = content if isinstance(content, dict) else {}
+        async with self.store.db.transaction() as tx:
+            cur = await self.store.account_data_content(tx, rec.user_id, rec.room_id, rec.data_type)
+            if cur is not None and json.loads(cur) == content:
+                return False
+            pos = await self.store.next_pos(tx, "account_data")
+            await self.store.upsert_account_data(tx, rec.user_id, rec.room_id, rec.data_type, content, pos)
+        self.positions.advance("account_data", pos)
+        self.notifier.notify([f"u:{rec.user_id}"])
+        return True
+
+
+class SyncConsumers:
+    """Runs the syncapi's consumers on the log."""
+
+    def __init__(self, log_: EventLog, projector: SyncProjector, *, group_prefix: str = "syncapi",
+                 instance_id: str | None = None, clock_ms: Callable[[], int] | None = None) -> None:
+        self.log = log_
+        self.projector = projector
+        self.group_prefix = group_prefix
+        self.instance_id = instance_id or uuid.uuid4().hex[:12]
+        self._runners: list[KeyedRunner] = []
+
+    async def start(self) -> None:
+        specs = [
+            (f"{self.group_prefix}.output", [TOPIC_ROOMSERVER_OUTPUT], self._handle_output),
+            (f"{self.group_prefix}.receipts", [TOPIC_RECEIPTS], self._handle_receipt),
+            (f"{self.group_prefix}.to_device", [TOPIC_TO_DEVICE], self._handle_to_device),
+            (f"{self.group_prefix}.client_data", [TOPIC_CLIENT_DATA], self._handle_client_data),
+            # Typing lives in memory: every instance must see all of it.
+            (f"{self.group_prefix}.typing.{self.instance_id}", [TOPIC_TYPING], self._handle_typing),
+        ]
+        for group, topics, handler in specs:
+            runner = KeyedRunner(self.log.consumer(group, topics), handler, name=group)
+            await runner.start()
+            self._runners.append(runner)
+
+    async def stop(self) -> None:
+        for r in self._runners:
+            await r.stop()
+        self._runners.clear()
+
+    @staticmethod
+    def _decode(record: Record) -> Any:
+        try:
+            return json.loads(record.value)
+        except ValueError:
+            log.warning("undecodable record on %s@%s", record.topic, record.offset)
+            return None
+
+    async def _handle_output(self, record: Record) -> None:
+        obj = self._decode(record)
+        try:
+            rec = parse_output(obj) if obj is not None else None
+        except (TypeError, ValueError) as e:
+            log.warning("bad roomserver.output record at %s: %s", record.offset, e)
+            return
+        if rec is not None:
+            await self.projector.on_output(rec)
+
+    async def _handle_typing(self, record: Record) -> None:
+        obj = self._decode(record)
+        try:
+            rec = _from_dict(TypingRecord, obj)
+        except (TypeError, ValueError):
+            return
+        if record.timestamp_ms and rec.typing and time.time() * 1000 - record.timestamp_ms > rec.timeout_ms:
+            return  # replayed after it expired
+        self.projector.on_typing(rec)
+
+    async def _handle_receipt(self, record: Record) -> None:
+        try:
+            rec = _from_dict(ReceiptRecord, self._decode(record))
+        except (TypeError, ValueError):
+            return
+        await self.projector.on_receipt(rec)
+
+    async def _handle_to_device(self, record: Record) -> None:
+        try:
+            rec = _from_dict(ToDeviceRecord, self._decode(record))
+        except (TypeError, ValueError):
+            return
+        await self.projector.on_to_device(rec)
+
+    async def _handle_client_data(self, record: Record) -> None:
+        try:
+            rec = _from_dict(ClientDataRecord, self._decode(record))
+        except (TypeError, ValueError):
+            return
+        await self.projector.on_client_data(rec)

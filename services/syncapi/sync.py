@@ -1,0 +1,363 @@
+"""The /sync response builder and long-poll (spec "Syncing").
+
+A response is built from a snapshot `now` of the positions against the client's
+`since`; the same code serves initial (since=None) and incremental syncs. A
+long-poll registers with the notifier *before* building, so anything committed
+after the snapshot wakes it, and then rebuilds.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from libs.events.client_format import strip_to_state
+from services.syncapi.api import StreamToken
+from services.syncapi.filters import DEFAULT_TIMELINE_LIMIT, EventFilter, SyncFilter
+from services.syncapi.storage.store import EventRow, MembershipRow, ReceiptRow, StateDelta, SyncStore
+from services.syncapi.streams import Notifier, Positions, TypingState
+from services.syncapi.views import StateMap, Visibility, format_events, state_at, value_at
+
+INVITE_STATE_TYPES = (
+    "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+    "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
+)
+MAX_TO_DEVICE = 100
+
+
+@dataclass
+class SyncRequest:
+    user_id: str
+    device_id: str | None
+    since: StreamToken | None = None
+    timeout_ms: int = 0
+    full_state: bool = False
+    filter: SyncFilter = field(default_factory=SyncFilter)
+
+
+@dataclass
+class _RoomTimeline:
+    rows: list[EventRow]
+    limited: bool
+    start_pos: int  # position just before the first timeline event
+
+
+class SyncEngine:
+    def __init__(self, store: SyncStore, positions: Positions, notifier: Notifier, typing: TypingState,
+                 clock_ms: Callable[[], int] | None = None) -> None:
+        self.store = store
+        self.positions = positions
+        self.notifier = notifier
+        self.typing = typing
+        self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+
+    def current_token(self) -> StreamToken:
+        p = self.positions
+        return StreamToken(events=p.events, typing=self.typing.pos, receipts=p.receipts,
+                           to_device=p.to_device, account_data=p.account_data, device_lists=p.device_lists)
+
+    # ---- long-poll --------------------------------------------------------------
+    async def sync(self, req: SyncRequest) -> dict[str, Any]:
+        deadline = time.monotonic() + max(0, req.timeout_ms) / 1000
+        while True:
+            rooms = await self.store.rooms_for_user(req.user_id)
+            keys = [f"u:{req.user_id}"] + [f"r:{m.room_id}" for m in rooms if m.membership == "join"]
+            listener = self.notifier.listen(keys)
+            try:
+                resp, has_data = await self.build(req, rooms)
+                remaining = deadline - time.monotonic()
+                if has_data or req.since is None or req.full_state or remaining <= 0:
+                    return resp
+                if not await listener.wait(remaining):
+                    return resp
+            finally:
+                listener.close()
+
+    # ---- building -----------------------------------------------------------
+    async def build(self, req: SyncRequest, memberships: list[MembershipRow] | None = None
+                    ) -> tuple[dict[str, Any], bool]:
+        now = self.current_token()
+        since = req.since
+        if since is not None:
+            # A token from the future (e.g. a reset database) is treated as "now".
+            since = StreamToken(
+                events=min(since.events, now.events), typing=since.typing,
+                receipts=min(since.receipts, now.receipts), to_device=min(since.to_device, now.to_device),
+                account_data=min(since.account_data, now.account_data),
+                device_lists=min(since.device_lists, now.device_lists))
+        if memberships is None:
+            memberships = await self.store.rooms_for_user(req.user_id)
+        now_ms = self.clock_ms()
+        rf = req.filter.room
+        joined: dict[str, Any] = {}
+        invited: dict[str, Any] = {}
+        left: dict[str, Any] = {}
+        knocked: dict[str, Any] = {}
+
+        changes: dict[str, list[StateDelta]] = {}
+        if since is not None:
+            for d in await self.store.membership_changes(req.user_id, since.events, now.events):
+                changes.setdefault(d.room_id, []).append(d)
+
+        joined_ids = [m.room_id for m in memberships if m.membership == "join" and rf.allows_room(m.room_id)]
+        active: set[str] = set(joined_ids)
+        if since is not None:
+            active = await self.store.rooms_with_events(joined_ids, since.events, now.events)
+            active |= {r for r in joined_ids if r in changes}
+            active |= set(self.typing.changed_rooms(joined_ids, since.typing))
+        receipts_by_room: dict[str, list[ReceiptRow]] = {}
+        for r in await self.store.receipts(joined_ids, since.receipts if since else 0, now.receipts):
+            receipts_by_room.setdefault(r.room_id, []).append(r)
+        acc_rows = await self.store.account_data(req.user_id, since.account_data if since else 0, now.account_data)
+        room_acc: dict[str, list[dict[str, Any]]] = {}
+        global_acc: list[dict[str, Any]] = []
+        for room_id, dtype, content in acc_rows:
+            ev = {"type": dtype, "content": content}
+            if room_id:
+                if rf.account_data.allows({"type": dtype}) and rf.allows_room(room_id):
+                    room_acc.setdefault(room_id, []).append(ev)
+            elif req.filter.account_data.allows({"type": dtype}):
+                global_acc.append(ev)
+        active |= {r for r in receipts_by_room if r in set(joined_ids)}
+        active |= {r for r in room_acc if r in set(joined_ids)}
+
+        for m in memberships:
+            if not rf.allows_room(m.room_id):
+                continue
+            if m.membership == "join" and m.room_id in active:
+                newly = since is not None and self._newly_joined(changes.get(m.room_id, []))
+                room = await self._joined_room(req, m.room_id, since, now, now_ms, full=(
+                    since is None or req.full_state or newly), receipts=receipts_by_room.get(m.room_id, []),
+                    account_data=room_acc.get(m.room_id, []))
+                if room is not None:
+                    joined[m.room_id] = room
+            elif m.membership == "invite" and (since is None or m.room_id in changes):
+                invited[m.room_id] = await self._invite_room(m, now_ms)
+            elif m.membership == "knock" and (since is None or m.room_id in changes):
+                knocked[m.room_id] = {"knock_state": {"events": await self._stripped_state(m, now_ms, "knock")}}
+            elif m.membership in ("leave", "ban") and (
+                    (since is not None and m.room_id in changes) or (since is None and rf.include_leave)):
+                # A rejected invite or a kick from a room never joined has no history to show.
+                room = await self._left_room(req, m, since, now, now_ms)
+                if room is not None:
+                    left[m.room_id] = room
+
+        to_device, td_pos = await self._to_device(req, since, now)
+        next_tok = StreamToken(events=now.events, typing=now.typing, receipts=now.receipts,
+                               to_device=td_pos, account_data=now.account_data, device_lists=now.device_lists)
+        resp: dict[str, Any] = {
+            "next_batch": next_tok.to_string(),
+            "rooms": {"join": joined, "invite": invited, "leave": left, "knock": knocked},
+            "account_data": {"events": global_acc},
+            "presence": {"events": []},
+            "to_device": {"events": to_device},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+        }
+        has_data = bool(joined or invited or left or knocked or global_acc or to_device)
+        return resp, has_data
+
+    @staticmethod
+    def _newly_joined(deltas: list[StateDelta]) -> bool:
+        # Joined in the range (and the first change of the range was not from join).
+        return any(d.membership == "join" for d in deltas)
+
+    async def _timeline(self, room_id: str, *, after: int, upto: int, flt: EventFilter,
+                        vis: Visibility | None) -> _RoomTimeline:
+        limit = flt.limit if flt.limit is not None else DEFAULT_TIMELINE_LIMIT
+        picked: list[EventRow] = []
+        cursor = upto
+        limited = False
+        batch = max(limit + 1, 20)
+        scanned = 0
+        while True:
+            rows = await self.store.room_events(room_id, after=after, upto=cursor, limit=batch, backwards=True)
+            for r in rows:
+                if flt.allows(r.pdu) and (vis is None or vis.filter([r])):
+                    if len(picked) == limit:
+                        limited = True
+                        break
+                    picked.append(r)
+            scanned += len(rows)
+            if limited or len(rows) < batch or scanned >= 2000:
+                if scanned >= 2000 and len(rows) == batch:
+                    limited = True
+                break
+            cursor = rows[-1].stream_pos or 0
+        picked.reverse()
+        start = (picked[0].stream_pos or 1) - 1 if picked else upto
+        if limit == 0:
+            limited = await self.store.rooms_with_events([room_id], after, upto) != set()
+        return _RoomTimeline(picked, limited, start)
+
+    async def _joined_room(self, req: SyncRequest, room_id: str, since: StreamToken | None, now: StreamToken,
+                           now_ms: int, *, full: bool, receipts: list[ReceiptRow],
+                           account_data: list[dict[str, Any]]) -> dict[str, Any] | None:
+        rf = req.filter.room
+        after = since.events if (since is not None) else 0
+        vis = await Visibility.load(self.store, room_id, req.user_id, "join")
+        tl = await self._timeline(room_id, after=after, upto=now.events, flt=rf.timeline, vis=vis)
+        timeline = await format_events(self.store, tl.rows, device_id=req.device_id, now_ms=now_ms)
+        state_ids = await self._state_ids(room_id, since, tl, full=full, filter_=rf.state, user_id=req.user_id)
+        state_rows = await self.store.events_by_ids(state_ids)
+        state_list = [state_rows[e] for e in state_ids if e in state_rows
+                      and rf.state.allows(state_rows[e].pdu)]
+        state = await format_events(self.store, state_list, device_id=req.device_id, now_ms=now_ms)
+        ephemeral = self._ephemeral(req, room_id, since, receipts)
+        prev_batch = StreamToken(events=tl.start_pos, typing=now.typing, receipts=now.receipts,
+                                 to_device=now.to_device, account_data=now.account_data,
+                                 device_lists=now.device_lists).to_string()
+        room: dict[str, Any] = {
+            "timeline": {"events": timeline, "limited": tl.limited, "prev_batch": prev_batch},
+            "state": {"events": state},
+            "ephemeral": {"events": ephemeral},
+            "account_data": {"events": account_data},
+            "unread_notifications": await self._unread(room_id, req.user_id, now.events),
+        }
+        if full or any(e.get("type") == "m.room.member" for e in timeline + state):
+            room["summary"] = await self._summary(room_id, req.user_id)
+        if since is not None and not full and not timeline and not state and not ephemeral and not account_data:
+            return None
+        return room
+
+    async def _state_ids(self, room_id: str, since: StreamToken | None, tl: _RoomTimeline, *, full: bool,
+                         filter_: EventFilter, user_id: str) -> list[str]:
+        timeline_ids = {r.event_id for r in tl.rows}
+        senders = {r.sender for r in tl.rows}
+        lazy = filter_.lazy_load_members
+        if full or since is None:
+            current = await self.store.current_state(room_id)
+            deltas = await self.store.state_deltas_after(room_id, tl.start_pos)
+            st = state_at(current, deltas, tl.start_pos)
+        else:
+            deltas = await self.store.state_deltas_after(room_id, since.events)
+            st = {}
+            if tl.limited:
+                for key in {(d.type, d.state_key) for d in deltas if d.stream_pos <= tl.start_pos}:
+                    _, at_start = value_at(deltas, key, tl.start_pos)
+                    _, at_since = value_at(deltas, key, since.events)
+                    if at_start is not None and at_start != at_since:
+                        st[key] = at_start
+            if lazy:
+                # Members of the timeline's senders, as of the timeline's start.
+                need = [("m.room.member", s) for s in senders if ("m.room.member", s) not in st]
+                unknown = []
+                for key in need:
+                    known, eid = value_at(deltas, key, tl.start_pos)
+                    if known:
+                        if eid is not None:
+                            st[key] = eid
+                    else:
+                        unknown.append(key)
+                if unknown:
+                    cur = await self._current_for_keys(room_id, unknown)
+                    for key in unknown:
+                        if key in cur:
+                            st[key] = cur[key]
+        if lazy:
+            keep_members = senders | {user_id}
+            st = {k: v for k, v in st.items() if k[0] != "m.room.member" or k[1] in keep_members}
+        return [eid for eid in st.values() if eid not in timeline_ids]
+
+    async def _current_for_keys(self, room_id: str, keys: list[tuple[str, str]]) -> StateMap:
+        return await self.store.current_state_for_keys(self.store.db, room_id, keys)
+
+    def _ephemeral(self, req: SyncRequest, room_id: str, since: StreamToken | None,
+                   receipts: list[ReceiptRow]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        ef = req.filter.room.ephemeral
+        if since is None or room_id in self.typing.changed_rooms([room_id], since.typing):
+            users = self.typing.users(room_id)
+            if since is not None or users:
+                if ef.allows({"type": "m.typing"}):
+                    out.append({"type": "m.typing", "content": {"user_ids": users}})
+        content: dict[str, Any] = {}
+        for r in receipts:
+            if r.receipt_type == "m.read.private" and r.user_id != req.user_id:
+                continue
+            entry: dict[str, Any] = {"ts": r.ts}
+            if r.thread_id:
+                entry["thread_id"] = r.thread_id
+            content.setdefault(r.event_id, {}).setdefault(r.receipt_type, {})[r.user_id] = entry
+        if content and ef.allows({"type": "m.receipt"}):
+            out.append({"type": "m.receipt", "content": content})
+        return out
+
+    async def _unread(self, room_id: str, user_id: str, upto: int) -> dict[str, int]:
+        read_pos = await self.store.user_read_pos(room_id, user_id)
+        rows = await self.store.count_messages_after(room_id, read_pos, upto, user_id)
+        localpart = user_id[1:].split(":", 1)[0] if user_id.startswith("@") else user_id
+        highlights = 0
+        for r in rows:
+            body = r.pdu.get("content", {}).get("body")
+            if isinstance(body, str) and (user_id in body or (localpart and localpart in body)):
+                highlights += 1
+        return {"notification_count": len(rows), "highlight_count": highlights}
+
+    async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
+        members = await self.store.current_members(room_id)
+        joined = sorted(u for u, m, _ in members if m == "join")
+        invited = sorted(u for u, m, _ in members if m == "invite")
+        heroes = [u for u in joined + invited if u != user_id][:5]
+        if not heroes:
+            heroes = sorted(u for u, m, _ in members if m in ("leave", "ban") and u != user_id)[:5]
+        return {"m.heroes": heroes, "m.joined_member_count": len(joined), "m.invited_member_count": len(invited)}
+
+    async def _stripped_state(self, m: MembershipRow, now_ms: int, kind: str) -> list[dict[str, Any]]:
+        rows = await self.store.events_by_ids([m.event_id])
+        own = rows.get(m.event_id)
+        out: list[dict[str, Any]] = []
+        carried = own.pdu.get("unsigned", {}).get(f"{kind}_room_state") if own else None
+        if isinstance(carried, list) and carried:
+            out = [e for e in carried if isinstance(e, dict)]
+        else:
+            current = await self.store.current_state(m.room_id)
+            ids = [current[(t, "")] for t in INVITE_STATE_TYPES if (t, "") in current]
+            evs = await self.store.events_by_ids(ids)
+            out = [strip_to_state(evs[i].pdu) for i in ids if i in evs]
+        if own is not None:
+            own_ev = (await format_events(self.store, [own], device_id=None, now_ms=now_ms))[0]
+            own_ev.get("unsigned", {}).pop(f"{kind}_room_state", None)
+            out = [e for e in out if not (e.get("type") == "m.room.member" and e.get("state_key") == m.room_id)]
+            out.append(own_ev)
+        return out
+
+    async def _invite_room(self, m: MembershipRow, now_ms: int) -> dict[str, Any]:
+        return {"invite_state": {"events": await self._stripped_state(m, now_ms, "invite")}}
+
+    async def _left_room(self, req: SyncRequest, m: MembershipRow, since: StreamToken | None, now: StreamToken,
+                         now_ms: int) -> dict[str, Any] | None:
+        rf = req.filter.room
+        leave_pos = m.stream_pos
+        after = since.events if since is not None else 0
+        vis = await Visibility.load(self.store, m.room_id, req.user_id, m.membership)
+        tl = await self._timeline(m.room_id, after=after, upto=min(leave_pos, now.events), flt=rf.timeline, vis=vis)
+        timeline = await format_events(self.store, tl.rows, device_id=req.device_id, now_ms=now_ms)
+        state_ids = await self._state_ids(m.room_id, since, tl, full=since is None or req.full_state,
+                                          filter_=rf.state, user_id=req.user_id)
+        state_rows = await self.store.events_by_ids(state_ids)
+        state = await format_events(
+            self.store, [state_rows[e] for e in state_ids if e in state_rows and rf.state.allows(state_rows[e].pdu)],
+            device_id=req.device_id, now_ms=now_ms)
+        prev_batch = StreamToken(events=tl.start_pos, typing=now.typing, receipts=now.receipts,
+                                 to_device=now.to_device, account_data=now.account_data,
+                                 device_lists=now.device_lists).to_string()
+        return {
+            "timeline": {"events": timeline, "limited": tl.limited, "prev_batch": prev_batch},
+            "state": {"events": state},
+            "account_data": {"events": []},
+        }
+
+    async def _to_device(self, req: SyncRequest, since: StreamToken | None, now: StreamToken
+                         ) -> tuple[list[dict[str, Any]], int]:
+        if req.device_id is None:
+            return [], now.to_device
+        after = since.to_device if since is not None else 0
+        if since is not None and after > 0:
+            # The client has these: it synced with a token beyond them.
+            await self.store.delete_to_device_upto(req.user_id, req.device_id, after)
+        msgs = await self.store.to_device_messages(req.user_id, req.device_id, after, now.to_device, MAX_TO_DEVICE)
+        pos = msgs[-1].stream_pos if len(msgs) == MAX_TO_DEVICE else now.to_device
+        return [{"sender": m.sender, "type": m.type, "content": m.content} for m in msgs], pos
+
