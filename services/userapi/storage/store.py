@@ -1,0 +1,433 @@
+"""The userapi's SQL, written once for PostgreSQL and SQLite (libs.storage)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from libs.storage import Database, UniqueViolation
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+@dataclass
+class AccountRow:
+    localpart: str
+    user_id: str
+    password_hash: str | None
+    created_ts: int
+    is_guest: bool
+    is_admin: bool
+    deactivated: bool
+
+
+@dataclass
+class DeviceRow:
+    user_id: str
+    device_id: str
+    display_name: str | None
+    last_seen_ts: int | None
+    last_seen_ip: str | None
+
+
+@dataclass
+class TokenRow:
+    user_id: str
+    device_id: str
+    is_guest: bool
+    display_name: str | None
+    last_seen_ts: int | None
+    last_seen_ip: str | None
+
+
+@dataclass
+class AccountDataRow:
+    room_id: str
+    data_type: str
+    content: dict[str, Any]
+    stream_id: int
+
+
+@dataclass
+class PushRuleRow:
+    kind: str
+    rule_id: str
+    priority: float
+    conditions: list[Any] | None
+    pattern: str | None
+    actions: list[Any]
+    enabled: bool
+
+
+@dataclass
+class UIASessionRow:
+    session_id: str
+    purpose: str
+    user_id: str | None
+    created_ts: int
+    completed: list[str]
+
+
+class UserStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---- accounts ------------------------------------------------------------
+    async def insert_account(
+        self, localpart: str, user_id: str, password_hash: str | None, created_ts: int,
+        is_guest: bool, is_admin: bool,
+    ) -> bool:
+        """False if the localpart is taken."""
+        try:
+            got = await self.db.fetchval(
+                "INSERT INTO accounts (localpart, user_id, password_hash, created_ts, is_guest, is_admin)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (localpart) DO NOTHING RETURNING localpart",
+                localpart, user_id, password_hash, created_ts, is_guest, is_admin,
+            )
+        except UniqueViolation:
+            return False
+        return got is not None
+
+    async def get_account(self, localpart: str) -> AccountRow | None:
+        r = await self.db.fetchrow(
+            "SELECT localpart, user_id, password_hash, created_ts, is_guest, is_admin, deactivated"
+            " FROM accounts WHERE localpart = $1",
+            localpart,
+        )
+        if r is None:
+            return None
+        return AccountRow(r[0], r[1], r[2], int(r[3]), bool(r[4]), bool(r[5]), bool(r[6]))
+
+    async def set_password_hash(self, localpart: str, password_hash: str | None) -> None:
+        await self.db.execute(
+            "UPDATE accounts SET password_hash = $2 WHERE localpart = $1", localpart, password_hash
+        )
+
+    async def deactivate(self, localpart: str, user_id: str) -> None:
+        """Mark deactivated, drop password, devices and tokens, clear the profile."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE accounts SET deactivated = TRUE, password_hash = NULL WHERE localpart = $1",
+                localpart,
+            )
+            await tx.execute("DELETE FROM access_tokens WHERE user_id = $1", user_id)
+            await tx.execute("DELETE FROM devices WHERE user_id = $1", user_id)
+            await tx.execute(
+                "UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = $1",
+                user_id,
+            )
+
+    async def count_accounts(self) -> int:
+        return int(await self.db.fetchval("SELECT COUNT(*) FROM accounts"))
+
+    # ---- devices and tokens --------------------------------------------------
+    async def create_device_with_token(
+        self, user_id: str, device_id: str, display_name: str | None, token_hash: str, ts: int
+    ) -> None:
+        """Create the device if new (an existing device keeps its name) and give it
+        `token_hash` as its only access token."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO devices (user_id, device_id, display_name, created_ts)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO NOTHING",
+                user_id, device_id, display_name, ts,
+            )
+            await tx.execute(
+                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id
+            )
+            await tx.execute(
+                "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts)"
+                " VALUES ($1, $2, $3, $4)",
+                token_hash, user_id, device_id, ts,
+            )
+
+    async def get_token(self, token_hash: str) -> TokenRow | None:
+        r = await self.db.fetchrow(
+            "SELECT t.user_id, t.device_id, a.is_guest, d.display_name, d.last_seen_ts, d.last_seen_ip"
+            " FROM access_tokens t"
+            " JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id"
+            " JOIN accounts a ON a.user_id = t.user_id"
+            " WHERE t.token_hash = $1 AND a.deactivated = FALSE",
+            token_hash,
+        )
+        if r is None:
+            return None
+        return TokenRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5])
+
+    async def delete_token(self, token_hash: str) -> tuple[str, str] | None:
+        """Delete a token and its device; returns (user_id, device_id) or None."""
+        async with self.db.transaction() as tx:
+            r = await tx.fetchrow(
+                "DELETE FROM access_tokens WHERE token_hash = $1 RETURNING user_id, device_id",
+                token_hash,
+            )
+            if r is None:
+                return None
+            await tx.execute(
+                "DELETE FROM devices WHERE user_id = $1 AND device_id = $2", r[0], r[1]
+            )
+            return (r[0], r[1])
+
+    def _device(self, r: Any) -> DeviceRow:
+        return DeviceRow(r[0], r[1], r[2], None if r[3] is None else int(r[3]), r[4])
+
+    async def list_devices(self, user_id: str) -> list[DeviceRow]:
+        rows = await self.db.fetch(
+            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip"
+            " FROM devices WHERE user_id = $1 ORDER BY device_id",
+            user_id,
+        )
+        return [self._device(r) for r in rows]
+
+    async def get_device(self, user_id: str, device_id: str) -> DeviceRow | None:
+        r = await self.db.fetchrow(
+            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip"
+            " FROM devices WHERE user_id = $1 AND device_id = $2",
+            user_id, device_id,
+        )
+        return None if r is None else self._device(r)
+
+    async def update_device_name(self, user_id: str, device_id: str, name: str | None) -> bool:
+        r = await self.db.fetchval(
+            "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2"
+            " RETURNING device_id",
+            user_id, device_id, name,
+        )
+        return r is not None
+
+    async def update_last_seen(self, user_id: str, device_id: str, ts: int, ip: str | None) -> None:
+        await self.db.execute(
+            "UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4"
+            " WHERE user_id = $1 AND device_id = $2",
+            user_id, device_id, ts, ip,
+        )
+
+    async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
+        async with self.db.transaction() as tx:
+            for device_id in device_ids:
+                await tx.execute(
+                    "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
+                    user_id, device_id,
+                )
+                await tx.execute(
+                    "DELETE FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id
+                )
+
+    async def delete_all_devices(self, user_id: str, except_device: str | None = None) -> None:
+        keep = except_device if except_device is not None else ""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2", user_id, keep
+            )
+            await tx.execute(
+                "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", user_id, keep
+            )
+
+    # ---- profiles ------------------------------------------------------------
+    async def get_profile(self, user_id: str) -> tuple[str | None, str | None] | None:
+        r = await self.db.fetchrow(
+            "SELECT displayname, avatar_url FROM profiles WHERE user_id = $1", user_id
+        )
+        return None if r is None else (r[0], r[1])
+
+    async def set_displayname(self, user_id: str, displayname: str | None) -> None:
+        await self.db.execute(
+            "INSERT INTO profiles (user_id, displayname) VALUES ($1, $2)"
+            " ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname",
+            user_id, displayname,
+        )
+
+    async def set_avatar_url(self, user_id: str, avatar_url: str | None) -> None:
+        await self.db.execute(
+            "INSERT INTO profiles (user_id, avatar_url) VALUES ($1, $2)"
+            " ON CONFLICT (user_id) DO UPDATE SET avatar_url = excluded.avatar_url",
+            user_id, avatar_url,
+        )
+
+    # ---- account data --------------------------------------------------------
+    async def set_account_data(
+        self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]
+    ) -> int:
+        """Store and return the change's stream position."""
+        async with self.db.transaction() as tx:
+            stream_id = int(await tx.fetchval(
+                "INSERT INTO account_data_stream (user_id) VALUES ($1) RETURNING stream_id", user_id
+            ))
+            await tx.execute(
+                "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, data_type)"
+                " DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id",
+                user_id, room_id, data_type, _dumps(content), stream_id,
+            )
+        return stream_id
+
+    async def bump_account_data_stream(self, user_id: str) -> int:
+        """A stream position for a change stored elsewhere (push rules)."""
+        return int(await self.db.fetchval(
+            "INSERT INTO account_data_stream (user_id) VALUES ($1) RETURNING stream_id", user_id
+        ))
+
+    async def get_account_data(
+        self, user_id: str, room_id: str, data_type: str
+    ) -> dict[str, Any] | None:
+        raw = await self.db.fetchval(
+            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
+            user_id, room_id, data_type,
+        )
+        return None if raw is None else json.loads(raw)
+
+    async def get_account_data_since(self, user_id: str, since: int) -> list[AccountDataRow]:
+        rows = await self.db.fetch(
+            "SELECT room_id, data_type, content, stream_id FROM account_data"
+            " WHERE user_id = $1 AND stream_id > $2 ORDER BY stream_id",
+            user_id, since,
+        )
+        return [AccountDataRow(r[0], r[1], json.loads(r[2]), int(r[3])) for r in rows]
+
+    async def max_account_data_stream_id(self) -> int:
+        v = await self.db.fetchval("SELECT MAX(stream_id) FROM account_data_stream")
+        return 0 if v is None else int(v)
+
+    # ---- filters -------------------------------------------------------------
+    async def create_filter(self, user_id: str, filter_json: dict[str, Any]) -> int:
+        """Store a filter (identical filters share one ID) and return its ID."""
+        text = _dumps(filter_json)
+        for _ in range(5):
+            existing = await self.db.fetchval(
+                "SELECT filter_id FROM filters WHERE user_id = $1 AND filter_json = $2",
+                user_id, text,
+            )
+            if existing is not None:
+                return int(existing)
+            try:
+                async with self.db.transaction() as tx:
+                    next_id = int(await tx.fetchval(
+                        "SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1",
+                        user_id,
+                    ))
+                    await tx.execute(
+                        "INSERT INTO filters (user_id, filter_id, filter_json) VALUES ($1, $2, $3)",
+                        user_id, next_id, text,
+                    )
+                return next_id
+            except UniqueViolation:
+                continue  # a concurrent writer took that ID; try again
+        raise UniqueViolation("could not allocate a filter ID")
+
+    async def get_filter(self, user_id: str, filter_id: int) -> dict[str, Any] | None:
+        raw = await self.db.fetchval(
+            "SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2",
+            user_id, filter_id,
+        )
+        return None if raw is None else json.loads(raw)
+
+    # ---- push rules ----------------------------------------------------------
+    async def list_push_rules(self, user_id: str) -> list[PushRuleRow]:
+        rows = await self.db.fetch(
+            "SELECT kind, rule_id, priority, conditions, pattern, actions, enabled"
+            " FROM push_rules WHERE user_id = $1 ORDER BY kind, priority DESC, rule_id",
+            user_id,
+        )
+        return [
+            PushRuleRow(
+                r[0], r[1], float(r[2]), None if r[3] is None else json.loads(r[3]), r[4],
+                json.loads(r[5]), bool(r[6]),
+            )
+            for r in rows
+        ]
+
+    async def put_push_rule(
+        self, user_id: str, kind: str, rule_id: str, priority: float,
+        conditions: list[Any] | None, pattern: str | None, actions: list[Any],
+    ) -> None:
+        """Insert or replace a user rule (replacing keeps its enabled flag)."""
+        await self.db.execute(
+            "INSERT INTO push_rules (user_id, kind, rule_id, priority, conditions, pattern, actions)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, kind, rule_id) DO UPDATE"
+            " SET priority = excluded.priority, conditions = excluded.conditions,"
+            " pattern = excluded.pattern, actions = excluded.actions",
+            user_id, kind, rule_id, priority,
+            None if conditions is None else _dumps(conditions), pattern, _dumps(actions),
+        )
+
+    async def delete_push_rule(self, user_id: str, kind: str, rule_id: str) -> bool:
+        r = await self.db.fetchval(
+            "DELETE FROM push_rules WHERE user_id = $1 AND kind = $2 AND rule_id = $3"
+            " RETURNING rule_id",
+            user_id, kind, rule_id,
+        )
+        return r is not None
+
+    async def set_user_rule_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> bool:
+        r = await self.db.fetchval(
+            "UPDATE push_rules SET enabled = $4 WHERE user_id = $1 AND kind = $2 AND rule_id = $3"
+            " RETURNING rule_id",
+            user_id, kind, rule_id, enabled,
+        )
+        return r is not None
+
+    async def set_user_rule_actions(self, user_id: str, kind: str, rule_id: str, actions: list[Any]) -> bool:
+        r = await self.db.fetchval(
+            "UPDATE push_rules SET actions = $4 WHERE user_id = $1 AND kind = $2 AND rule_id = $3"
+            " RETURNING rule_id",
+            user_id, kind, rule_id, _dumps(actions),
+        )
+        return r is not None
+
+    async def list_default_overrides(
+        self, user_id: str
+    ) -> dict[tuple[str, str], tuple[bool | None, list[Any] | None]]:
+        rows = await self.db.fetch(
+            "SELECT kind, rule_id, enabled, actions FROM push_rule_defaults WHERE user_id = $1",
+            user_id,
+        )
+        return {
+            (r[0], r[1]): (None if r[2] is None else bool(r[2]), None if r[3] is None else json.loads(r[3]))
+            for r in rows
+        }
+
+    async def set_default_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> None:
+        await self.db.execute(
+            "INSERT INTO push_rule_defaults (user_id, kind, rule_id, enabled) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (user_id, kind, rule_id) DO UPDATE SET enabled = excluded.enabled",
+            user_id, kind, rule_id, enabled,
+        )
+
+    async def set_default_actions(self, user_id: str, kind: str, rule_id: str, actions: list[Any]) -> None:
+        await self.db.execute(
+            "INSERT INTO push_rule_defaults (user_id, kind, rule_id, actions) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (user_id, kind, rule_id) DO UPDATE SET actions = excluded.actions",
+            user_id, kind, rule_id, _dumps(actions),
+        )
+
+    # ---- user-interactive auth sessions --------------------------------------
+    async def create_uia_session(self, session_id: str, purpose: str, user_id: str | None, ts: int) -> None:
+        await self.db.execute(
+            "INSERT INTO uia_sessions (session_id, purpose, user_id, created_ts, completed)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            session_id, purpose, user_id, ts, "[]",
+        )
+
+    async def get_uia_session(self, session_id: str) -> UIASessionRow | None:
+        r = await self.db.fetchrow(
+            "SELECT session_id, purpose, user_id, created_ts, completed FROM uia_sessions"
+            " WHERE session_id = $1",
+            session_id,
+        )
+        if r is None:
+            return None
+        return UIASessionRow(r[0], r[1], r[2], int(r[3]), json.loads(r[4]))
+
+    async def set_uia_completed(self, session_id: str, completed: list[str]) -> None:
+        await self.db.execute(
+            "UPDATE uia_sessions SET completed = $2 WHERE session_id = $1",
+            session_id, _dumps(completed),
+        )
+
+    async def delete_uia_session(self, session_id: str) -> None:
+        await self.db.execute("DELETE FROM uia_sessions WHERE session_id = $1", session_id)
+
+    async def delete_uia_sessions_before(self, ts: int) -> None:
+        await self.db.execute("DELETE FROM uia_sessions WHERE created_ts < $1", ts)
