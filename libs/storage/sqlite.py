@@ -235,7 +235,10 @@ class SqliteDatabase:
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            except OSError as e:
+                raise DatabaseUnavailable(f"cannot create database directory: {e}") from e
         await self._writer.open(lambda: self._connect(readonly=False))
         if self.path != ":memory:":
             # An in-memory database exists only on its one connection.
