@@ -22,7 +22,7 @@ from fastapi import Request
 
 from libs.config.model import HomeserverConfig
 from services.userapi.api import Device, UserAPI
-from services.userapi.matrix_errors import MatrixError
+from libs.errors import MatrixError
 
 DeviceDependency = Callable[[Request], Awaitable[Device]]
 

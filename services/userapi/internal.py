@@ -26,7 +26,7 @@ from services.userapi.identifiers import (
     new_device_id,
     split_user_id,
 )
-from services.userapi.matrix_errors import MatrixError
+from libs.errors import MatrixError
 from services.userapi.passwords import MAX_PASSWORD_LENGTH, check_password, hash_password
 from services.userapi.storage.store import UserStore
 from services.userapi.uia import UserInteractiveAuth

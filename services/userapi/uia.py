@@ -11,7 +11,7 @@ from typing import Any
 
 from libs.config.model import RegistrationConfig
 from services.userapi.identifiers import local_localpart
-from services.userapi.matrix_errors import MatrixError
+from libs.errors import MatrixError
 from services.userapi.storage.store import UserStore
 
 SESSION_LIFETIME_MS = 30 * 60 * 1000

@@ -5,7 +5,7 @@ import pytest
 
 from services.userapi.api import UIA_PASSWORD, UIA_REGISTER, TOPIC_CLIENT_DATA
 from services.userapi.internal import UserapiInternal, token_hash
-from services.userapi.matrix_errors import MatrixError
+from libs.errors import MatrixError
 from services.userapi.uia import UIARequired
 
 
