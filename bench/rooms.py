@@ -38,11 +38,12 @@ class RoomSim:
     _n: int = 0
     # Timestamps jitter inside a small window so ties happen and tie-breaks are tested.
     ts_jitter: int = 3
+    ts_step: int = 0
 
     # ------------------------------------------------------------------ building
 
     def _next_ts(self) -> int:
-        self.ts += self.rng.randint(0, self.ts_jitter)
+        self.ts += self.ts_step + self.rng.randint(0, self.ts_jitter)
         return self.ts
 
     def build(
