@@ -236,3 +236,66 @@ async def test_embedded_wakes_consumer_quickly(logs: LogFactory) -> None:
     assert [r.value for r in got] == [b"now"]
     assert elapsed < 1.0
     await consumer.stop()
+
+
+async def test_runner_handover_between_members(logs: LogFactory) -> None:
+    """Two KeyedRunners in one group: a joins, b joins mid-stream, a leaves.
+    Every record is handled, one key never runs on two members at once, and
+    after both stop nothing is left uncommitted."""
+    from libs.log import KeyedRunner, RunnerConfig
+
+    log = await logs.open()
+    await log.ensure_topics([TopicSpec("work", 4)])
+    handled: dict[str, list[int]] = defaultdict(list)
+    running: set[str] = set()
+    overlap = False
+
+    async def handler(rec: Record) -> None:
+        nonlocal overlap
+        if rec.key in running:
+            overlap = True
+        running.add(rec.key)
+        await asyncio.sleep(0.002)
+        handled[rec.key].append(int(rec.value))
+        running.discard(rec.key)
+
+    cfg = RunnerConfig(commit_interval_s=0.01, fetch_timeout_ms=100)
+    keys = [f"!room{i}:x" for i in range(12)]
+    producer = log.producer()
+
+    async def produce(lo: int, hi: int) -> None:
+        for n in range(lo, hi):
+            await asyncio.gather(*(producer.send("work", k, str(n).encode()) for k in keys))
+
+    a = KeyedRunner(log.consumer(logs.group("g"), ["work"]), handler, config=cfg)
+    b = KeyedRunner(log.consumer(logs.group("g"), ["work"]), handler, config=cfg)
+    await a.start()
+    await produce(0, 10)
+    await b.start()
+    await produce(10, 20)
+    await eventually(lambda: len(b.consumer.assignment()) == 2)
+    await a.stop()
+    await produce(20, 30)
+    await eventually(lambda: all(handled[k] and max(handled[k]) == 29 for k in keys), timeout=30)
+    await b.stop()
+    assert not overlap
+    for k in keys:
+        assert set(handled[k]) == set(range(30))
+        firsts = [handled[k].index(n) for n in range(30)]
+        assert firsts == sorted(firsts), k
+    # Everything handled was committed: a new member of the group gets nothing.
+    c = log.consumer(logs.group("g"), ["work"])
+    await c.start()
+    leftovers: list[Record] = []
+
+    async def owns_all() -> bool:
+        leftovers.extend(await c.getmany(100, 100))
+        return len(c.assignment()) == 4
+
+    await eventually(owns_all)
+    for _ in range(3):
+        leftovers.extend(await c.getmany(100, 100))
+    assert leftovers == []
+    for p in range(4):
+        assert await c.committed(("work", p)) == c.highwater(("work", p))
+    await c.stop()
