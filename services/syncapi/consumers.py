@@ -138,6 +138,15 @@ class SyncProjector:
                         unsigned["prev_content"] = prev[prev_id].get("content", {})
                         unsigned["prev_sender"] = prev[prev_id].get("sender")
                     pdu["unsigned"] = unsigned
+            # State changes other than the event's own (state fetched for a join, or
+            # resolved from a fork) get a position of their own just *before* the event:
+            # they are the state the event's timeline starts from.
+            pending_changes = [k for k in sorted(changed_keys)
+                               if not (keys_added.get(k) is not None and before.get(k) == keys_added.get(k))]
+            if any(k != own_key or keys_added.get(k) != event_id for k in pending_changes):
+                pre_pos, pos = pos, await self.store.next_pos(tx, "events")
+            else:
+                pre_pos = pos
             if await self.store.known_event_ids([event_id], tx):
                 if in_timeline:
                     await self.store.promote_event(tx, event_id, pos, pdu, rec.device_id, rec.txn_id)
@@ -145,15 +154,14 @@ class SyncProjector:
                 await self.store.insert_event(tx, event_id=event_id, room_id=room_id,
                                               stream_pos=pos if in_timeline else None, pdu=pdu,
                                               device_id=rec.device_id, txn_id=rec.txn_id)
-            for key in sorted(changed_keys):
+            for key in pending_changes:
                 new_id = keys_added.get(key)
-                if new_id is not None and before.get(key) == new_id:
-                    continue
                 membership = None
                 if key[0] == "m.room.member" and new_id is not None:
                     m = (added_pdus.get(new_id) or {}).get("content", {}).get("membership")
                     membership = m if isinstance(m, str) else None
-                await self.store.set_state(tx, room_id, pos, key, new_id, before.get(key), membership)
+                at = pos if (key == own_key and new_id == event_id) else pre_pos
+                await self.store.set_state(tx, room_id, at, key, new_id, before.get(key), membership)
             # Redactions, in whichever order the redaction and its target arrive.
             if pdu.get("type") == "m.room.redaction" and in_timeline:
                 target = _redacts(pdu)

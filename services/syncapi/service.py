@@ -1,0 +1,91 @@
+"""`SyncService`: wires the syncapi's store, projection, consumers, engine and routes."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter
+
+from libs.config.model import HomeserverConfig
+from libs.log.api import EventLog
+from libs.storage import Database
+from services.roomserver.api import RoomserverAPI
+from services.syncapi.consumers import SyncConsumers, SyncProjector
+from services.syncapi.history import History
+from services.syncapi.internal import SyncInternal
+from services.syncapi.routes import AuthDependency, build_routers
+from services.syncapi.storage.store import SyncStore
+from services.syncapi.streams import Notifier, Positions, TypingState
+from services.syncapi.sync import SyncEngine
+from services.userapi.api import UserAPI
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SyncService:
+    """`db` must have the syncapi migrations applied
+    (``open_database(config.database, "syncapi", MIGRATIONS_PACKAGE)``)."""
+
+    def __init__(self, config: HomeserverConfig, db: Database, log: EventLog | None, *,
+                 roomserver: RoomserverAPI, userapi: UserAPI, auth: AuthDependency | None = None,
+                 clock_ms: Callable[[], int] = _now_ms, instance_id: str | None = None) -> None:
+        self.config = config
+        self.db = db
+        self.log = log
+        self.store = SyncStore(db)
+        self.positions = Positions()
+        self.notifier = Notifier()
+        self.typing = TypingState(clock_ms=clock_ms)
+        self.projector = SyncProjector(self.store, self.positions, self.notifier, self.typing, roomserver, userapi)
+        self.engine = SyncEngine(self.store, self.positions, self.notifier, self.typing, clock_ms=clock_ms)
+        self.history = History(self.store, self.positions, clock_ms=clock_ms)
+        self.api = SyncInternal(self.store, self.engine)
+        if auth is None:
+            from services.userapi.client_auth import ClientAuth
+            auth = ClientAuth(userapi, config).require(allow_guest=True)
+        self.routers: list[APIRouter] = build_routers(self.engine, self.history, userapi, auth)
+        self.consumers = SyncConsumers(log, self.projector, instance_id=instance_id) if log is not None else None
+        self.readiness_checks: list[Callable[[], Awaitable[bool]]] = [self._db_ready]
+        self._typing_task: asyncio.Task[Any] | None = None
+
+    async def _db_ready(self) -> bool:
+        try:
+            await self.db.ping()
+            return True
+        except Exception:
+            return False
+
+    async def load_positions(self) -> None:
+        pos = await self.store.positions()
+        for stream, value in pos.items():
+            if hasattr(self.positions, stream):
+                self.positions.advance(stream, value)
+
+    async def start(self) -> None:
+        await self.load_positions()
+        if self.consumers is not None:
+            await self.consumers.start()
+        self._typing_task = asyncio.create_task(self._typing_expiry(), name="syncapi-typing-expiry")
+
+    async def stop(self) -> None:
+        if self._typing_task is not None:
+            self._typing_task.cancel()
+            try:
+                await self._typing_task
+            except asyncio.CancelledError:
+                pass
+            self._typing_task = None
+        if self.consumers is not None:
+            await self.consumers.stop()
+
+    async def _typing_expiry(self) -> None:
+        # Sleeps until the next typing timeout (at most 1 s, so new typers are picked up).
+        while True:
+            nxt = self.typing.next_expiry_ms()
+            delay = 1.0 if nxt is None else min(1.0, max(0.01, (nxt - self.typing.clock_ms()) / 1000))
+            await asyncio.sleep(delay)
+            self.projector.expire_typing()
