@@ -45,6 +45,7 @@ class LogConfig:
     topic_prefix: str = ""
     replication_factor: int = 1
     default_partitions: int = 4  # embedded: partitions of auto-created topics
+    fsync: bool = True  # embedded: fsync every commit (False: kill -9 safe, not power-loss safe)
 
 
 def open_log(config: LogConfig) -> EventLog:
@@ -52,7 +53,7 @@ def open_log(config: LogConfig) -> EventLog:
     if config.kind == "embedded":
         from .embedded import EmbeddedLog
 
-        return EmbeddedLog(config.path, default_partitions=config.default_partitions)
+        return EmbeddedLog(config.path, default_partitions=config.default_partitions, fsync=config.fsync)
     if config.kind == "kafka":
         from .kafka import KafkaLog
 

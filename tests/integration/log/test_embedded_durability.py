@@ -123,8 +123,8 @@ import asyncio, sys
 from libs.log.embedded import EmbeddedLog
 from libs.log import TopicSpec
 
-async def main(path):
-    log = EmbeddedLog(path)
+async def main(path, fsync):
+    log = EmbeddedLog(path, fsync=fsync == "1")
     await log.start()
     await log.ensure_topics([TopicSpec("burst", 4)])
     producer = log.producer()
@@ -141,14 +141,15 @@ async def main(path):
 
     await asyncio.gather(*(sender(w) for w in range(8)))
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-async def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsync", [True, False], ids=["fsync", "no-fsync"])
+async def test_kill_9_loses_no_acknowledged_record(tmp_path: Path, fsync: bool) -> None:
     path = str(tmp_path / "log.sqlite3")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, path, cwd=ROOT,
+        sys.executable, "-c", CHILD, path, "1" if fsync else "0", cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
