@@ -88,6 +88,9 @@ class RunnerMetrics:
     on_failure: Callable[[Record, BaseException, int], None] | None = None
     on_dead_letter: Callable[[Record, BaseException], None] | None = None
     on_commit: Callable[[dict[TopicPartition, int]], None] | None = None
+    # Called every ``stats_interval_s`` with a snapshot (for lag/in-flight/queue gauges).
+    on_stats: Callable[["RunnerStats"], None] | None = None
+    stats_interval_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,7 @@ class KeyedRunner:
         self._dirty = asyncio.Event()
         self._fetch_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
+        self._stats_task: asyncio.Task[None] | None = None
         self._commit_lock = asyncio.Lock()
         self._running = False
         self.processed = 0
@@ -200,13 +204,15 @@ class KeyedRunner:
         await self.consumer.start()
         self._fetch_task = asyncio.create_task(self._fetch_loop(), name=f"{self.name}-fetch")
         self._commit_task = asyncio.create_task(self._commit_loop(), name=f"{self.name}-commit")
+        if self.metrics.on_stats is not None:
+            self._stats_task = asyncio.create_task(self._stats_loop(), name=f"{self.name}-stats")
 
     async def stop(self) -> None:
         """Stop fetching, drain what was fetched, commit, leave the group."""
         if not self._running:
             return
         self._running = False
-        for task in (self._fetch_task, self._commit_task):
+        for task in (self._fetch_task, self._commit_task, self._stats_task):
             if task is not None:
                 task.cancel()
                 try:
@@ -429,6 +435,15 @@ class KeyedRunner:
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self._tracks[tp] = _Track()
+
+    async def _stats_loop(self) -> None:
+        assert self.metrics.on_stats is not None
+        while True:
+            await asyncio.sleep(self.metrics.stats_interval_s)
+            try:
+                self.metrics.on_stats(self.stats())
+            except Exception:
+                log.exception("%s: on_stats hook failed", self.name)
 
     # -- introspection -----------------------------------------------------------------
     def stats(self) -> RunnerStats:

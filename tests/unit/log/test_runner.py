@@ -126,7 +126,9 @@ async def test_max_in_flight_and_backpressure(log: EmbeddedLog) -> None:
         running -= 1
 
     cfg = RunnerConfig(max_in_flight=4, max_buffered=10, fetch_max_records=50)
-    runner = KeyedRunner(log.consumer("g", ["in"]), handler, config=cfg)
+    snapshots = []
+    metrics = RunnerMetrics(on_stats=snapshots.append, stats_interval_s=0.01)
+    runner = KeyedRunner(log.consumer("g", ["in"]), handler, config=cfg, metrics=metrics)
     await runner.start()
     p = log.producer()
     for i in range(40):
@@ -136,6 +138,8 @@ async def test_max_in_flight_and_backpressure(log: EmbeddedLog) -> None:
     stats = runner.stats()
     assert stats.buffered == 10 and stats.in_flight == 4 and peak == 4
     assert sum(stats.lag.values()) == 40
+    await until(lambda: bool(snapshots) and snapshots[-1].buffered == 10)
+    assert max(s.in_flight for s in snapshots) == 4
     gate.set()
     await until(lambda: runner.processed == 40)
     assert peak == 4
