@@ -53,6 +53,9 @@ class CreateRoomRequest:
     creation_content: dict[str, Any] = field(default_factory=dict)
     power_level_content_override: dict[str, Any] | None = None
     device_id: str | None = None
+    # The creator's profile, copied into their join event (as Synapse does).
+    creator_displayname: str | None = None
+    creator_avatar_url: str | None = None
 
 
 @dataclass

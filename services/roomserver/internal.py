@@ -1,0 +1,207 @@
+"""`RoomserverInternal`: the implementation of `RoomserverAPI`.
+
+Writes (create_room, send_event) go through the durable input topic keyed by
+room_id and wait for the reply of the room's worker (sent after the commit).
+Queries read the roomserver's tables directly (indexed lookups).
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from libs.errors import MatrixError, bad_json, not_found, unsupported_room_version
+from libs.events.builder import build_event
+from libs.events.limits import EventFormatError
+from libs.events.room_versions import UnsupportedRoomVersion, get_room_version
+from libs.events.signing import SigningKey
+from libs.log.api import Producer
+from libs.log.reply import ReplyChannel, ReplyTimeout
+
+from services.roomserver.api import (
+    TOPIC_INPUT,
+    CreateRoomRequest,
+    NewEventRequest,
+    RoomMembership,
+    SendResult,
+)
+from services.roomserver.consumers import encode_input
+from services.roomserver.create import create_content, random_room_id
+from services.roomserver.input import now_ms, result_error
+from services.roomserver.storage.store import EventRow, RoomserverStore
+
+StateMap = dict[tuple[str, str], dict[str, Any]]
+
+
+def _client_pdu(row: EventRow) -> dict[str, Any]:
+    pdu = dict(row.pdu)
+    pdu["event_id"] = row.event_id
+    pdu["room_id"] = row.room_id
+    return pdu
+
+
+class RoomserverInternal:
+    def __init__(
+        self,
+        store: RoomserverStore,
+        server_name: str,
+        signing_key: SigningKey,
+        producer: Producer,
+        replies: ReplyChannel,
+        *,
+        input_topic: str = TOPIC_INPUT,
+        reply_timeout_s: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.producer = producer
+        self.replies = replies
+        self.input_topic = input_topic
+        self.reply_timeout_s = reply_timeout_s
+
+    # ---- perform ---------------------------------------------------------------------
+    async def _request(self, room_id: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        value = encode_input(kind, body, uuid.uuid4().hex)
+        try:
+            raw = await self.replies.request(
+                self.producer, self.input_topic, room_id, value, timeout_s=self.reply_timeout_s
+            )
+        except ReplyTimeout:
+            # The request is durable and may still be applied: a retry with the same
+            # transaction ID returns the same event.
+            raise MatrixError(503, "M_UNKNOWN", "the room is busy; try again") from None
+        result = json.loads(raw)
+        err = result_error(result)
+        if err is not None:
+            raise err
+        return result
+
+    async def create_room(self, req: CreateRoomRequest) -> str:
+        try:
+            rv = get_room_version(req.room_version)
+        except UnsupportedRoomVersion:
+            raise unsupported_room_version(f"unsupported room version {req.room_version!r}") from None
+        create_pdu: dict[str, Any] | None = None
+        if rv.hydra:
+            # v12: the room ID is the create event's hash, so the create event is built
+            # here, before the input record can be keyed by room ID.
+            try:
+                create = build_event(
+                    rv, type="m.room.create", sender=req.creator, room_id=None,
+                    content=create_content(req, rv), prev_events=[], auth_events=[], depth=1,
+                    origin_server_ts=now_ms(), server_name=self.server_name,
+                    signing_key=self.signing_key, state_key="",
+                )
+            except (EventFormatError, ValueError, TypeError) as e:
+                raise bad_json(str(e)) from None
+            room_id = create.room_id
+            create_pdu = create.pdu
+        else:
+            room_id = random_room_id(self.server_name)
+        result = await self._request(
+            room_id, "create_room",
+            {"room_id": room_id, "request": asdict(req), "create_event": create_pdu},
+        )
+        return str(result["room_id"])
+
+    async def send_event(self, req: NewEventRequest) -> SendResult:
+        result = await self._request(req.room_id, "new_event", asdict(req))
+        return SendResult(event_id=str(result["event_id"]))
+
+    # ---- queries ------------------------------------------------------------------------
+    async def room_exists(self, room_id: str) -> bool:
+        return await self.store.room_row(room_id) is not None
+
+    async def get_room_version(self, room_id: str) -> str | None:
+        row = await self.store.room_row(room_id)
+        return None if row is None else str(row["room_version"])
+
+    async def get_event(self, event_id: str) -> dict[str, Any] | None:
+        row = await self.store.get_event_row(event_id)
+        return None if row is None else _client_pdu(row)
+
+    async def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        rows = await self.store.get_event_rows(list(dict.fromkeys(event_ids)))
+        return {r.event_id: _client_pdu(r) for r in rows}
+
+    async def get_current_state(self, room_id: str) -> StateMap:
+        return self._state_map(await self.store.current_state_rows(room_id))
+
+    @staticmethod
+    def _state_map(rows: list[EventRow]) -> StateMap:
+        out: StateMap = {}
+        for r in rows:
+            sk = r.pdu.get("state_key")
+            if isinstance(sk, str):
+                out[(str(r.pdu.get("type")), sk)] = _client_pdu(r)
+        return out
+
+    async def get_state_event(self, room_id: str, event_type: str, state_key: str) -> dict[str, Any] | None:
+        row = await self.store.current_state_event(room_id, event_type, state_key)
+        return None if row is None else _client_pdu(row)
+
+    async def get_state_at_event(self, event_id: str) -> StateMap:
+        """The room state after `event_id` (including it, if it is a state event),
+        as Synapse's state-at-event queries return it. Empty if the event is unknown."""
+        row = await self.store.get_event_row(event_id)
+        if row is None:
+            return {}
+        nids = await self.store.load_snapshot(row.after_snapshot_nid)
+        return self._state_map(await self.store.get_event_rows_by_nid(list(nids.values())))
+
+    async def get_state_before_event(self, event_id: str) -> StateMap:
+        """The room state just before `event_id` (what federation /state serves)."""
+        row = await self.store.get_event_row(event_id)
+        if row is None:
+            return {}
+        nids = await self.store.load_snapshot(row.before_snapshot_nid)
+        return self._state_map(await self.store.get_event_rows_by_nid(list(nids.values())))
+
+    async def get_membership(self, room_id: str, user_id: str) -> RoomMembership | None:
+        m = await self.store.membership(room_id, user_id)
+        return None if m is None else RoomMembership(room_id, user_id, m[0], m[1])
+
+    async def get_joined_members(self, room_id: str) -> list[str]:
+        return await self.store.joined_members(room_id)
+
+    async def get_rooms_for_user(
+        self, user_id: str, memberships: tuple[str, ...] = ("join",)
+    ) -> list[RoomMembership]:
+        rows = await self.store.rooms_for_user(user_id, tuple(memberships))
+        return [RoomMembership(rid, user_id, m, eid) for rid, m, eid in rows]
+
+    async def resolve_alias(self, alias: str) -> str | None:
+        return await self.store.resolve_alias(alias)
+
+    async def set_alias(self, alias: str, room_id: str, creator: str) -> bool:
+        """False if the alias is taken. Raises M_NOT_FOUND for an unknown room."""
+        if not await self.room_exists(room_id):
+            raise not_found(f"unknown room {room_id}")
+        return await self.store.insert_alias(alias, room_id, creator, now_ms())
+
+    async def remove_alias(self, alias: str) -> bool:
+        return await self.store.delete_alias(alias)
+
+    async def get_alias_creator(self, alias: str) -> str | None:
+        return await self.store.alias_creator(alias)
+
+    async def get_aliases(self, room_id: str) -> list[str]:
+        return await self.store.aliases_for_room(room_id)
+
+    async def set_room_visibility(self, room_id: str, visibility: str) -> None:
+        if visibility not in ("public", "private"):
+            raise MatrixError(400, "M_INVALID_PARAM", "visibility must be public or private")
+        if not await self.store.set_visibility(room_id, visibility):
+            raise not_found(f"unknown room {room_id}")
+
+    async def get_room_visibility(self, room_id: str) -> str:
+        row = await self.store.room_row(room_id)
+        if row is None:
+            raise not_found(f"unknown room {room_id}")
+        return str(row["visibility"])
+
+    async def list_public_rooms(self) -> list[str]:
+        return await self.store.public_rooms()
+

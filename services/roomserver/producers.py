@@ -1,0 +1,132 @@
+"""The outbox relay: publishes committed events to `roomserver.output`.
+
+Every committed event has an outbox row written in its own transaction. The
+relay publishes rows in commit order (per room: strictly in order; rooms in a
+batch go out concurrently), then marks them sent. On start it first publishes
+every row still unsent, so a crash between commit and publish re-publishes
+instead of losing; a crash between publish and mark publishes twice, which
+consumers absorb by deduplicating on event_id.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from libs.log.api import Producer
+
+from services.roomserver.api import TOPIC_OUTPUT
+from services.roomserver.storage.store import RoomserverStore
+
+log = logging.getLogger(__name__)
+
+OutboxRow = tuple[int, str, str, str]  # (outbox_nid, room_id, event_id, record JSON)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: RoomserverStore,
+        producer: Producer,
+        topic: str = TOPIC_OUTPUT,
+        *,
+        batch_size: int = 500,
+        prune_every: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.producer = producer
+        self.topic = topic
+        self.batch_size = batch_size
+        self.prune_every = prune_every
+        self._queue: deque[OutboxRow] = deque()
+        self._queued: set[int] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._sent_since_prune = 0
+        self.published = 0
+
+    def notify(self, rows: list[OutboxRow]) -> None:
+        """Rows just committed (in commit order)."""
+        for row in rows:
+            if row[0] not in self._queued:
+                self._queued.add(row[0])
+                self._queue.append(row)
+        if self._queue:
+            self._idle.clear()
+            self._wake.set()
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        # Whatever a previous run committed but did not publish goes first.
+        while True:
+            rows = [r for r in await self.store.unsent_outbox(self.batch_size * 10) if r[0] not in self._queued]
+            if not rows:
+                break
+            self.notify(rows)
+            if len(rows) < self.batch_size * 10:
+                break
+            await self._drain_once()
+        self._task = asyncio.create_task(self._run(), name="roomserver-outbox-relay")
+
+    async def stop(self, drain_timeout_s: float = 5.0) -> None:
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self.wait_idle(), drain_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("outbox relay stopped with %d unpublished rows (sent on next start)", len(self._queue))
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def wait_idle(self) -> None:
+        """Until every notified row is published and marked."""
+        await self._idle.wait()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._drain_once()
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying in %.2fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _drain_once(self) -> None:
+        batch = [self._queue[i] for i in range(min(self.batch_size, len(self._queue)))]
+        by_room: dict[str, list[OutboxRow]] = {}
+        for row in batch:
+            by_room.setdefault(row[1], []).append(row)
+
+        async def publish_room(rows: list[OutboxRow]) -> None:
+            for _nid, room_id, _eid, record in rows:
+                await self.producer.send(self.topic, room_id, record.encode())
+
+        # A failure leaves the whole batch queued: rows already published go out
+        # again, which consumers' dedup on event_id absorbs.
+        await asyncio.gather(*(publish_room(rows) for rows in by_room.values()))
+        nids = [row[0] for row in batch]
+        await self.store.mark_sent(nids)
+        for _ in batch:
+            self._queue.popleft()
+        self._queued.difference_update(nids)
+        self.published += len(batch)
+        self._sent_since_prune += len(batch)
+        if self._sent_since_prune >= self.prune_every:
+            self._sent_since_prune = 0
+            await self.store.prune_outbox(min(nids))
