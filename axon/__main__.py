@@ -1,0 +1,3 @@
+from axon.cli import main
+import sys
+sys.exit(main())

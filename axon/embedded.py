@@ -1,0 +1,131 @@
+"""The embedded default: every service in one process, one FastAPI app.
+
+Same services and code paths as the cluster; only the adapters differ: SQLite
+files (one per service) instead of PostgreSQL schemas, the in-process durable
+log instead of Kafka, direct calls instead of HTTP between services.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from fastapi import FastAPI
+
+from libs.config.model import HomeserverConfig
+from libs.config.loader import load_or_create_signing_key
+from libs.http import install_error_handlers
+from libs.log import LogConfig as LogAdapterConfig
+from libs.log import open_log
+from libs.log.api import EventLog
+from libs.log.reply import InProcessReplies
+from libs.metrics import MetricsMiddleware, RequestIdMiddleware, ServiceMetrics, health_router
+from libs.storage import Database, open_database
+
+import axon
+from libs.ratelimit import RateLimiter
+from services.clientapi.routes.account_routers import build_account_routers
+from services.clientapi.routes.common import AccountRoutesContext
+from services.clientapi.service import ClientService
+from services.federationapi.service import FederationService
+from services.mediaapi.service import MIGRATIONS as MEDIA_MIGRATIONS
+from services.mediaapi.service import MediaService
+from services.roomserver.service import RoomserverService
+from services.syncapi.service import SyncService
+from services.userapi.service import MIGRATIONS_PACKAGE as USERAPI_MIGRATIONS
+from services.userapi.service import UserapiService
+
+log = logging.getLogger(__name__)
+
+SYNCAPI_MIGRATIONS = "services.syncapi.storage.migrations"
+
+
+def log_adapter_config(cfg: HomeserverConfig) -> LogAdapterConfig:
+    """Map the homeserver config's `log` section onto the log adapter's config."""
+    c = cfg.log
+    if c.kind == "kafka":
+        return LogAdapterConfig(kind="kafka", bootstrap_servers=c.kafka_bootstrap,
+                                client_id=c.kafka_client_id, topic_prefix=c.kafka_topic_prefix)
+    os.makedirs(c.embedded_path, exist_ok=True)
+    return LogAdapterConfig(kind="embedded", path=os.path.join(c.embedded_path, "log.sqlite3"))
+
+
+@dataclass
+class Homeserver:
+    """All services of one process. `app` serves every public path."""
+    config: HomeserverConfig
+    app: FastAPI
+    log: EventLog
+    databases: dict[str, Database]
+    services: list[Any] = field(default_factory=list)
+    metrics: ServiceMetrics | None = None
+
+    async def start(self) -> None:
+        for svc in self.services:
+            await svc.start()
+
+    async def stop(self) -> None:
+        for svc in reversed(self.services):
+            try:
+                await svc.stop()
+            except Exception:  # keep stopping the others
+                log.exception("stopping %s failed", type(svc).__name__)
+        try:
+            await self.log.stop()
+        except Exception:
+            log.exception("stopping the log failed")
+        for db in self.databases.values():
+            try:
+                await db.close()
+            except Exception:
+                log.exception("closing a database failed")
+
+
+async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int = 12) -> Homeserver:
+    """Open the log and databases and construct every service (not started)."""
+    signing_key = load_or_create_signing_key(config.signing_key_path)
+    if config.media.store_path:
+        os.makedirs(config.media.store_path, exist_ok=True)
+    event_log = open_log(log_adapter_config(config))
+    await event_log.start()
+
+    dbs: dict[str, Database] = {}
+
+    async def db(name: str, migrations: str) -> Database:
+        dbs[name] = await open_database(config.database, name, migrations)
+        return dbs[name]
+
+    userapi = UserapiService(config, await db("userapi", USERAPI_MIGRATIONS), event_log, bcrypt_rounds=bcrypt_rounds)
+    roomserver = RoomserverService(
+        config, await db("roomserver", RoomserverService.migrations_package), event_log,
+        signing_key=signing_key, replies=InProcessReplies(),
+    )
+    auth = userapi.client_auth.require(allow_guest=False)
+    guest_auth = userapi.client_auth.require(allow_guest=True)
+    syncapi = SyncService(config, await db("syncapi", SYNCAPI_MIGRATIONS), event_log,
+                          roomserver=roomserver.api, userapi=userapi.api, auth=guest_auth)
+    ratelimiter = RateLimiter(config.rate_limiting)
+    account_routers = build_account_routers(AccountRoutesContext(
+        config=config, userapi=userapi.api, auth=userapi.client_auth, ratelimiter=ratelimiter))
+    clientapi = ClientService(config, event_log, roomserver=roomserver.api, userapi=userapi.api, auth=auth,
+                              extra_client_routers=account_routers)
+    media = MediaService(config, await db("mediaapi", MEDIA_MIGRATIONS), auth)
+    federation = FederationService(config.server_name, [signing_key], axon.__version__)
+
+    services: list[Any] = [userapi, roomserver, syncapi, clientapi, media, federation]
+    metrics = ServiceMetrics("axon")
+    app = FastAPI(title="Axon", version=axon.__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
+    checks: dict[str, Callable[[], Awaitable[Any]]] = {}
+    for svc in services:
+        for router in svc.routers:
+            app.include_router(router)
+        for i, check in enumerate(getattr(svc, "readiness_checks", [])):
+            checks[f"{type(svc).__name__}.{i}"] = check
+    app.include_router(health_router(metrics, checks))
+
+    hs = Homeserver(config=config, app=app, log=event_log, databases=dbs, services=services, metrics=metrics)
+    return hs

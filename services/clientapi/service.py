@@ -1,0 +1,43 @@
+"""The clientapi service: `/_matrix/client/*` routes other than those of the syncapi
+and mediaapi. Stateless: it talks to the roomserver and userapi through their
+APIs and produces ephemeral records (typing, receipts, to-device) on the log."""
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from fastapi import APIRouter
+
+from libs.config.model import HomeserverConfig
+from libs.log.api import EventLog
+from services.roomserver.api import RoomserverAPI
+from services.userapi.api import UserAPI
+
+from .routes_rooms import RoomRoutesDeps, build_room_router
+
+CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
+
+
+class ClientService:
+    name = "clientapi"
+
+    def __init__(self, config: HomeserverConfig, log: EventLog, *, roomserver: RoomserverAPI,
+                 userapi: UserAPI, auth: Callable[..., Awaitable[Any]],
+                 extra_client_routers: list[APIRouter] | None = None) -> None:
+        self.config = config
+        rooms = build_room_router(RoomRoutesDeps(
+            server_name=config.server_name, roomserver=roomserver, userapi=userapi,
+            producer=log.producer(), auth=auth,
+        ))
+        self.routers: list[APIRouter] = []
+        for prefix in CLIENT_PREFIXES:
+            r = APIRouter(prefix=prefix)
+            r.include_router(rooms)
+            self.routers.append(r)
+        self.routers.extend(extra_client_routers or [])
+        self.readiness_checks: list[Callable[[], Awaitable[bool]]] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
