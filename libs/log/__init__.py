@@ -26,6 +26,7 @@ from .api import (
     Producer,
     RebalanceListener,
     Record,
+    RecordTooLargeError,
     TopicPartition,
     TopicSpec,
     UnknownTopicError,
@@ -70,7 +71,7 @@ from .runner import DeadLetterToTopic, KeyedRunner, RetryPolicy, RunnerConfig, R
 from .reply import InProcessReplies, LogReplies, ReplyChannel, ReplySender, ReplyTimeout  # noqa: E402
 
 __all__ = [
-    "Consumer", "EventLog", "LogClosedError", "LogError", "Producer", "RebalanceListener", "Record",
+    "Consumer", "EventLog", "LogClosedError", "LogError", "Producer", "RebalanceListener", "Record", "RecordTooLargeError",
     "TopicPartition", "TopicSpec", "UnknownTopicError", "murmur2", "partition_for", "LogConfig", "open_log",
     "KeyedRunner", "RunnerConfig", "RetryPolicy", "RunnerMetrics", "RunnerStats", "DeadLetterToTopic",
     "InProcessReplies", "LogReplies", "ReplyChannel", "ReplySender", "ReplyTimeout",

@@ -48,6 +48,21 @@ class UnknownTopicError(LogError):
     """The topic does not exist (and was not created with ``ensure_topics``)."""
 
 
+class RecordTooLargeError(LogError):
+    """key + value + headers exceed the log's record size limit (rule 6: small records)."""
+
+
+# Kafka's producer default (max.request.size); enforced identically by both logs.
+MAX_RECORD_BYTES = 1_048_576
+
+
+def check_record_size(key: str, value: bytes, headers: dict[str, bytes] | None,
+                      limit: int = MAX_RECORD_BYTES) -> None:
+    size = len(key.encode("utf-8")) + len(value) + sum(len(k) + len(v) for k, v in (headers or {}).items())
+    if size > limit:
+        raise RecordTooLargeError(f"record of {size} bytes exceeds the {limit} byte limit")
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One record as read from the log."""

@@ -54,6 +54,7 @@ from .api import (
     Record,
     TopicPartition,
     TopicSpec,
+    check_record_size,
     partition_for,
 )
 
@@ -433,6 +434,7 @@ class EmbeddedLog(EventLog):
             raise TypeError("record key must be str")
         if not isinstance(value, (bytes, bytearray)):
             raise TypeError("record value must be bytes")
+        check_record_size(key, value, headers)
         meta = await self._topic(topic)
         part = partition_for(key, meta.partitions)
         ts = int(time.time() * 1000)

@@ -35,6 +35,7 @@ from .api import (
     TopicPartition,
     TopicSpec,
     UnknownTopicError,
+    check_record_size,
 )
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class _KafkaProducer(Producer):
     async def send(self, topic: str, key: str, value: bytes, headers: dict[str, bytes] | None = None) -> None:
         if not isinstance(key, str):
             raise TypeError("record key must be str")
+        check_record_size(key, value, headers)
         producer = self._log._require()
         hdrs = [(k, bytes(v)) for k, v in headers.items()] if headers else None
         try:

@@ -299,3 +299,23 @@ async def test_runner_handover_between_members(logs: LogFactory) -> None:
     for p in range(4):
         assert await c.committed(("work", p)) == c.highwater(("work", p))
     await c.stop()
+
+
+async def test_oversized_record_is_a_typed_error(logs: LogFactory) -> None:
+    from libs.log import RecordTooLargeError
+
+    log = await logs.open()
+    await log.ensure_topics([TopicSpec("big", 1)])
+    producer = log.producer()
+    try:
+        await producer.send("big", "k", b"x" * 2_000_000)
+    except RecordTooLargeError:
+        pass
+    else:
+        raise AssertionError("oversized record accepted")
+    await producer.send("big", "k", b"x" * 100_000)  # large but allowed
+    consumer = log.consumer(logs.group("g"), ["big"])
+    await consumer.start()
+    got = await drain(consumer, 1)
+    assert [len(r.value) for r in got] == [100_000]
+    await consumer.stop()
