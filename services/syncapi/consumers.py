@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from libs.log.api import EventLog, Record
+from libs.log.api import EventLog, Record, TopicSpec
 from libs.log.runner import KeyedRunner
 from services.roomserver.api import OutputNewEvent, RoomserverAPI
 from services.syncapi.api import (
@@ -34,6 +34,8 @@ from services.syncapi.streams import Notifier, Positions, TypingState
 from services.userapi.api import UserAPI
 
 log = logging.getLogger(__name__)
+
+TYPING_RETENTION_MS = 5 * 60 * 1000
 
 
 def _from_dict(cls: Any, obj: Any) -> Any:
@@ -208,6 +210,8 @@ class SyncProjector:
 
     # ---- user.to_device ----------------------------------------------------------
     async def on_to_device(self, rec: ToDeviceRecord) -> int:
+        if not isinstance(rec.message_id, str) or not rec.message_id:
+            return 0  # no dedup key: cannot be applied exactly once
         if rec.device_id == "*":
             if self.userapi is None:
                 return 0
@@ -217,11 +221,13 @@ class SyncProjector:
         stored, pos = 0, 0
         for dev in devices:
             async with self.store.db.transaction() as tx:
+                if await self.store.to_device_exists(tx, rec.user_id, dev, rec.sender, rec.message_id):
+                    continue
                 p = await self.store.next_pos(tx, "to_device")
-                if await self.store.insert_to_device(tx, p, rec.user_id, dev, rec.sender, rec.type,
-                                                     rec.content if isinstance(rec.content, dict) else {},
-                                                     rec.message_id or uuid.uuid4().hex):
-                    stored, pos = stored + 1, p
+                await self.store.insert_to_device(tx, p, rec.user_id, dev, rec.sender, rec.type,
+                                                  rec.content if isinstance(rec.content, dict) else {},
+                                                  rec.message_id)
+                stored, pos = stored + 1, p
         if stored:
             self.positions.advance("to_device", pos)
             self.notifier.notify([f"u:{rec.user_id}"])
@@ -256,6 +262,14 @@ class SyncConsumers:
         self._runners: list[KeyedRunner] = []
 
     async def start(self) -> None:
+        # Create what is missing (existing topics are left as their owners made them).
+        await self.log.ensure_topics([
+            TopicSpec(TOPIC_ROOMSERVER_OUTPUT, partitions=8),
+            TopicSpec(TOPIC_RECEIPTS, partitions=8),
+            TopicSpec(TOPIC_TO_DEVICE, partitions=8),
+            TopicSpec(TOPIC_CLIENT_DATA, partitions=8),
+            TopicSpec(TOPIC_TYPING, partitions=8, retention_ms=TYPING_RETENTION_MS),
+        ])
         specs = [
             (f"{self.group_prefix}.output", [TOPIC_ROOMSERVER_OUTPUT], self._handle_output),
             (f"{self.group_prefix}.receipts", [TOPIC_RECEIPTS], self._handle_receipt),

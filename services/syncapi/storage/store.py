@@ -361,18 +361,18 @@ class SyncStore:
         return int(v) if v is not None else 0
 
     # ---- to-device ----------------------------------------------------------
-    async def insert_to_device(self, conn: Connection, pos: int, user_id: str, device_id: str, sender: str,
-                               type_: str, content: dict[str, Any], message_id: str) -> bool:
-        exists = await conn.fetchval(
+    async def to_device_exists(self, conn: Connection, user_id: str, device_id: str, sender: str,
+                               message_id: str) -> bool:
+        return await conn.fetchval(
             "SELECT 1 FROM to_device WHERE user_id = $1 AND device_id = $2 AND sender = $3 AND message_id = $4",
-            user_id, device_id, sender, message_id)
-        if exists is not None:
-            return False
+            user_id, device_id, sender, message_id) is not None
+
+    async def insert_to_device(self, conn: Connection, pos: int, user_id: str, device_id: str, sender: str,
+                               type_: str, content: dict[str, Any], message_id: str) -> None:
         await conn.execute(
             "INSERT INTO to_device (stream_pos, user_id, device_id, sender, type, content, message_id) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7)",
             pos, user_id, device_id, sender, type_, dumps(content), message_id)
-        return True
 
     async def to_device_messages(self, user_id: str, device_id: str, after: int, upto: int, limit: int
                                  ) -> list[ToDeviceRow]:
