@@ -1,0 +1,94 @@
+"""POST /register (user-interactive auth; kind=guest), GET /register/available."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from libs.errors import MatrixError, forbidden, invalid_username, user_in_use
+from services.clientapi.routes.common import AccountRoutesContext, Body, client_ip, parse, ratelimit, read_body
+from services.userapi.api import UIA_REGISTER
+from services.userapi.identifiers import new_localpart
+from services.userapi.passwords import MAX_PASSWORD_LENGTH
+from services.userapi.uia import STAGE_DUMMY, STAGE_TOKEN
+
+
+class RegisterBody(Body):
+    username: str | None = None
+    password: str | None = None
+    device_id: str | None = None
+    initial_device_display_name: str | None = None
+    inhibit_login: bool = False
+    auth: dict[str, Any] | None = None
+
+
+def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
+    r = APIRouter(prefix=prefix)
+    reg = ctx.config.registration
+    server_name = ctx.config.server_name
+
+    def flows() -> list[list[str]]:
+        if reg.require_token:
+            return [[STAGE_TOKEN]]
+        if reg.allow_dummy_flow:
+            return [[STAGE_DUMMY]]
+        return []
+
+    async def check_username(username: str) -> str:
+        # Like Synapse: registration is case-insensitive, IDs are stored lowercase.
+        localpart = username.lower()
+        why = await ctx.userapi.localpart_error(localpart)
+        if why is not None:
+            raise invalid_username(why)
+        if not await ctx.userapi.is_localpart_available(localpart):
+            raise user_in_use()
+        return localpart
+
+    async def login_response(user_id: str, body: RegisterBody) -> dict[str, Any]:
+        if body.inhibit_login:
+            return {"user_id": user_id, "home_server": server_name}
+        if body.device_id is not None and not (0 < len(body.device_id) <= 255):
+            raise MatrixError(400, "M_INVALID_PARAM", "Invalid device_id")
+        result = await ctx.userapi.create_device(user_id, body.device_id, body.initial_device_display_name)
+        return {
+            "user_id": user_id,
+            "access_token": result.access_token,
+            "device_id": result.device_id,
+            "home_server": server_name,
+        }
+
+    @r.post("/register")
+    async def register(request: Request, kind: str = "user") -> dict[str, Any]:
+        if kind not in ("user", "guest"):
+            raise MatrixError(400, "M_INVALID_PARAM", "kind must be 'user' or 'guest'")
+        raw = await read_body(ctx, request, allow_empty=True)
+        body = parse(RegisterBody, raw)
+        if kind == "guest":
+            if not reg.allow_guests:
+                raise forbidden("Guest access is disabled")
+            ratelimit(ctx, "register", client_ip(request))
+            account = await ctx.userapi.create_account(new_localpart(), None, is_guest=True)
+            return await login_response(account.user_id, body)
+
+        available_flows = flows()
+        if not reg.enabled or not available_flows:
+            raise forbidden("Registration has been disabled")
+        if body.password is not None and len(body.password) > MAX_PASSWORD_LENGTH:
+            raise MatrixError(400, "M_INVALID_PARAM", "Password too long")
+        localpart = await check_username(body.username) if body.username is not None else None
+        await ctx.userapi.check_user_interactive_auth(UIA_REGISTER, available_flows, body.auth)
+
+        if body.password is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing password")
+        ratelimit(ctx, "register", client_ip(request))
+        account = await ctx.userapi.create_account(localpart or new_localpart(), body.password)
+        return await login_response(account.user_id, body)
+
+    @r.get("/register/available")
+    async def available(username: str | None = None) -> dict[str, Any]:
+        if username is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing username")
+        await check_username(username)
+        return {"available": True}
+
+    return r
