@@ -103,3 +103,7 @@ class SyncAPI(Protocol):
     async def get_room_event_ids(self, room_id: str, limit: int = 50) -> list[str]:
         """The most recent timeline event IDs of a room, newest last (diagnostics)."""
         ...
+
+    async def wait_for_event(self, event_id: str, timeout_s: float = 2.0) -> bool:
+        """Wait (bounded) until the event is projected into a timeline; read-your-writes."""
+        ...

@@ -174,7 +174,7 @@ class SyncProjector:
             if pending:
                 await self.store.mark_redacted(tx, event_id, pending)
         self.positions.advance("events", pos)
-        keys = [f"r:{room_id}"]
+        keys = [f"r:{room_id}", f"e:{event_id}"]
         if pdu.get("type") == "m.room.member" and isinstance(pdu.get("state_key"), str):
             keys.append(f"u:{pdu['state_key']}")
         self.notifier.notify(keys)

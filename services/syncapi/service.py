@@ -43,7 +43,7 @@ class SyncService:
         self.projector = SyncProjector(self.store, self.positions, self.notifier, self.typing, roomserver, userapi)
         self.engine = SyncEngine(self.store, self.positions, self.notifier, self.typing, clock_ms=clock_ms)
         self.history = History(self.store, self.positions, clock_ms=clock_ms)
-        self.api = SyncInternal(self.store, self.engine)
+        self.api = SyncInternal(self.store, self.engine, self.notifier)
         if auth is None:
             from services.userapi.client_auth import ClientAuth
             auth = ClientAuth(userapi, config).require(allow_guest=True)
