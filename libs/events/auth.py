@@ -68,7 +68,11 @@ _NAMED_DEFAULTS: dict[str, int] = dict(_NAMED_LEVELS)
 
 _INF = float("inf")
 # Pre-v10 string power levels: optional whitespace, one sign, base-10 ASCII digits.
-_STRINGY_INT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+_STRINGY_INT = re.compile(r"\s*([+-]?)([0-9]+)\s*", re.ASCII)
+# Stringy levels longer than this saturate: far outside any real level, and int() of
+# thousands of digits is slow (and refused by Python beyond 4300 digits).
+_MAX_DIGITS = 30
+_SATURATED = 10**_MAX_DIGITS
 # server_name = hostname | IPv4 | "[" IPv6 "]", optional ":port" (spec appendix).
 _SERVER_NAME = re.compile(
     r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.\-]{1,255})(?::[0-9]{1,5})?", re.ASCII
@@ -86,6 +90,15 @@ class AuthError(Exception):
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+def _event_id(ev: Event) -> str:
+    # An ID that cannot be computed (v1/v2 without event_id, v3+ not hashable) means
+    # the event cannot be referenced, so it cannot authorise anything.
+    try:
+        return ev.event_id
+    except ValueError:
+        raise AuthError("event ID cannot be determined") from None
 
 
 def _domain(identifier: str) -> str:
@@ -117,9 +130,12 @@ def _to_level(value: object, rv: RoomVersion) -> int | None:
     if rv.enforce_int_power_levels:
         return None
     if t is str:
-        if _STRINGY_INT.fullmatch(value):  # type: ignore[arg-type]
-            return int(value)  # type: ignore[arg-type]
-        return None
+        m = _STRINGY_INT.fullmatch(value)  # type: ignore[arg-type]
+        if m is None:
+            return None
+        digits = m.group(2).lstrip("0") or "0"
+        n = int(digits) if len(digits) <= _MAX_DIGITS else _SATURATED
+        return -n if m.group(1) == "-" else n
     if t is float and not rv.strict_canonicaljson and math.isfinite(value):  # type: ignore[arg-type]
         return int(value)  # type: ignore[arg-type]
     return None
@@ -310,7 +326,7 @@ def check_event_auth(
 
     by_id: dict[str, Event] = {}
     for ae in auth_events:
-        by_id[ae.event_id] = ae
+        by_id[_event_id(ae)] = ae
     room_id = event.room_id
     expected = auth_types_for_event(rv, event.type, event.sender, event.state_key, event.content)
     state: dict[tuple[str, str], Event] = {}
@@ -364,7 +380,7 @@ def check_auth_rules(event: Event, auth_state: Mapping[tuple[str, str], Event]) 
     if create is None:
         raise AuthError("no create event in the auth state")
     sender = event.sender
-    if rv.hydra and event.room_id != create.room_id:
+    if rv.hydra and event.room_id != "!" + _event_id(create)[1:]:
         raise AuthError("room ID does not match the create event")
 
     if create.content.get("m.federate", True) is False and _domain(sender) != _domain(create.sender):
@@ -409,7 +425,7 @@ def check_auth_rules(event: Event, auth_state: Mapping[tuple[str, str], Event]) 
         if sender_level >= levels.named("redact"):
             return
         redacts = event.redacts
-        if redacts is not None and ":" in redacts and _domain(redacts) == _domain(event.event_id):
+        if redacts is not None and ":" in redacts and _domain(redacts) == _domain(_event_id(event)):
             return
         raise AuthError("sender may not redact this event")
 
@@ -462,7 +478,7 @@ def _check_member(
 
     if membership == "join":
         prev = event.prev_event_ids
-        if len(prev) == 1 and prev[0] == create.event_id:
+        if len(prev) == 1 and prev[0] == _event_id(create):
             if rv.implicit_room_creator:
                 if target == create.sender:
                     return

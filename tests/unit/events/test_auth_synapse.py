@@ -53,7 +53,7 @@ from synapse.api.room_versions import KNOWN_ROOM_VERSIONS  # noqa: E402
 from synapse.events import make_event_from_dict  # noqa: E402
 
 LONG = os.environ.get("AXON_LONG_FUZZ") == "1"
-N_HISTORIES = 400 if LONG else 14
+N_HISTORIES = int(os.environ.get("AXON_AUTH_FUZZ_HISTORIES", "400" if LONG else "14"))
 STEPS = 40
 SETTINGS = settings(
     max_examples=N_HISTORIES, derandomize=not LONG, deadline=None, database=None,
@@ -338,6 +338,7 @@ def _history(data: Any, version: str) -> None:
     assert not FAILURES, "\n".join(FAILURES[:5])
 
 
+@pytest.mark.timeout(0 if LONG else 300)
 @pytest.mark.parametrize("version", VERSIONS)
 def test_auth_agrees_with_synapse(version: str) -> None:
     @SETTINGS
