@@ -96,6 +96,8 @@ class History:
                     rows = await self.store.room_events(room_id, after=cursor,
                                                         upto=bound if bound is not None else now,
                                                         limit=batch, backwards=False)
+                if rows:
+                    await vis.prepare(self.store, min(r.stream_pos or 0 for r in rows))
                 for r in rows:
                     if len(picked) == limit:
                         more = True

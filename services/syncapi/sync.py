@@ -7,6 +7,7 @@ after the snapshot wakes it, and then rebuilds.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,26 +123,28 @@ class SyncEngine:
         active |= {r for r in receipts_by_room if r in set(joined_ids)}
         active |= {r for r in room_acc if r in set(joined_ids)}
 
-        for m in memberships:
-            if not rf.allows_room(m.room_id):
-                continue
+        async def one(m: MembershipRow) -> tuple[str, dict[str, Any] | None]:
             if m.membership == "join" and m.room_id in active:
                 newly = since is not None and self._newly_joined(changes.get(m.room_id, []))
-                room = await self._joined_room(req, m.room_id, since, now, now_ms, full=(
-                    since is None or req.full_state or newly), receipts=receipts_by_room.get(m.room_id, []),
-                    account_data=room_acc.get(m.room_id, []))
-                if room is not None:
-                    joined[m.room_id] = room
-            elif m.membership == "invite" and (since is None or m.room_id in changes):
-                invited[m.room_id] = await self._invite_room(m, now_ms)
-            elif m.membership == "knock" and (since is None or m.room_id in changes):
-                knocked[m.room_id] = {"knock_state": {"events": await self._stripped_state(m, now_ms, "knock")}}
-            elif m.membership in ("leave", "ban") and (
+                return "join", await self._joined_room(
+                    req, m.room_id, since, now, now_ms, full=(since is None or req.full_state or newly),
+                    receipts=receipts_by_room.get(m.room_id, []), account_data=room_acc.get(m.room_id, []))
+            if m.membership == "invite" and (since is None or m.room_id in changes):
+                return "invite", await self._invite_room(m, now_ms)
+            if m.membership == "knock" and (since is None or m.room_id in changes):
+                return "knock", {"knock_state": {"events": await self._stripped_state(m, now_ms, "knock")}}
+            if m.membership in ("leave", "ban") and (
                     (since is not None and m.room_id in changes) or (since is None and rf.include_leave)):
-                # A rejected invite or a kick from a room never joined has no history to show.
-                room = await self._left_room(req, m, since, now, now_ms)
-                if room is not None:
-                    left[m.room_id] = room
+                return "leave", await self._left_room(req, m, since, now, now_ms)
+            return "", None
+
+        # Rooms are built concurrently: their queries queue up on the database
+        # instead of paying one round trip after another.
+        picked = [m for m in memberships if rf.allows_room(m.room_id)]
+        sections = {"join": joined, "invite": invited, "leave": left, "knock": knocked}
+        for m, (kind, room) in zip(picked, await asyncio.gather(*(one(m) for m in picked))):
+            if kind and room is not None:
+                sections[kind][m.room_id] = room
 
         to_device, td_pos = await self._to_device(req, since, now)
         next_tok = StreamToken(events=now.events, typing=now.typing, receipts=now.receipts,
@@ -169,10 +172,12 @@ class SyncEngine:
         picked: list[EventRow] = []
         cursor = upto
         limited = False
-        batch = max(limit + 1, 20)
+        batch = limit + 1 if flt.allows_all_types() else max(limit + 1, 50)
         scanned = 0
         while True:
             rows = await self.store.room_events(room_id, after=after, upto=cursor, limit=batch, backwards=True)
+            if vis is not None and rows:
+                await vis.prepare(self.store, rows[-1].stream_pos)
             for r in rows:
                 if flt.allows(r.pdu) and (vis is None or vis.filter([r])):
                     if len(picked) == limit:
@@ -196,7 +201,7 @@ class SyncEngine:
                            account_data: list[dict[str, Any]]) -> dict[str, Any] | None:
         rf = req.filter.room
         after = since.events if (since is not None) else 0
-        vis = await Visibility.load(self.store, room_id, req.user_id, "join")
+        vis = await Visibility.load(self.store, room_id, req.user_id, "join", min_pos=after + 1)
         tl = await self._timeline(room_id, after=after, upto=now.events, flt=rf.timeline, vis=vis)
         timeline = await format_events(self.store, tl.rows, device_id=req.device_id, now_ms=now_ms)
         state_ids = await self._state_ids(room_id, since, tl, full=full, filter_=rf.state, user_id=req.user_id)
@@ -285,15 +290,12 @@ class SyncEngine:
         return out
 
     async def _unread(self, room_id: str, user_id: str, upto: int) -> dict[str, int]:
+        # Simple counts: messages after the user's read receipt, not sent by them;
+        # highlights are those mentioning the user's localpart.
         read_pos = await self.store.user_read_pos(room_id, user_id)
-        rows = await self.store.count_messages_after(room_id, read_pos, upto, user_id)
         localpart = user_id[1:].split(":", 1)[0] if user_id.startswith("@") else user_id
-        highlights = 0
-        for r in rows:
-            body = r.pdu.get("content", {}).get("body")
-            if isinstance(body, str) and (user_id in body or (localpart and localpart in body)):
-                highlights += 1
-        return {"notification_count": len(rows), "highlight_count": highlights}
+        n, hl = await self.store.unread_counts(room_id, read_pos, upto, user_id, localpart or user_id)
+        return {"notification_count": n, "highlight_count": hl}
 
     async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
         members = await self.store.current_members(room_id)
@@ -331,7 +333,7 @@ class SyncEngine:
         rf = req.filter.room
         leave_pos = m.stream_pos
         after = since.events if since is not None else 0
-        vis = await Visibility.load(self.store, m.room_id, req.user_id, m.membership)
+        vis = await Visibility.load(self.store, m.room_id, req.user_id, m.membership, min_pos=after + 1)
         tl = await self._timeline(m.room_id, after=after, upto=min(leave_pos, now.events), flt=rf.timeline, vis=vis)
         timeline = await format_events(self.store, tl.rows, device_id=req.device_id, now_ms=now_ms)
         state_ids = await self._state_ids(m.room_id, since, tl, full=since is None or req.full_state,

@@ -94,23 +94,40 @@ class Visibility:
     vis_pos: list[int]
     vis_vals: list[str]
     current_membership: str | None
+    room_id: str = ""
+    complete: bool = False  # False: visibility history not loaded (caller proved it cannot matter)
 
     @classmethod
-    async def load(cls, store: SyncStore, room_id: str, user_id: str, current_membership: str | None
-                   ) -> Visibility:
+    async def load(cls, store: SyncStore, room_id: str, user_id: str, current_membership: str | None,
+                   min_pos: int | None = None) -> Visibility:
+        """`min_pos`: the earliest position the caller will ask about, if known. The
+        room's visibility history is only loaded when it can matter (see `prepare`)."""
         mdeltas = await store.member_deltas(room_id, user_id)
-        vdeltas = await store.state_deltas_after(room_id, -1, types=["m.room.history_visibility"])
+        self = cls(user_id, [d.stream_pos for d in mdeltas], [d.membership or "leave" for d in mdeltas],
+                   [], [], current_membership, room_id=room_id)
+        if min_pos is None or not self.always_joined_from(min_pos):
+            await self.prepare(store, min_pos)
+        return self
+
+    async def prepare(self, store: SyncStore, min_pos: int | None) -> None:
+        """Make `visible` valid for events from `min_pos` on (None: any event)."""
+        if self.complete or (min_pos is not None and self.always_joined_from(min_pos)):
+            return
+        vdeltas = await store.state_deltas_after(self.room_id, -1, types=["m.room.history_visibility"])
         vis_events = await store.events_by_ids([d.event_id for d in vdeltas if d.event_id])
         vvals: list[str] = []
         for d in vdeltas:
             ev = vis_events.get(d.event_id or "")
             v = ev.pdu.get("content", {}).get("history_visibility") if ev else None
             vvals.append(v if isinstance(v, str) and v in _VIS_RANK else "shared")
-        return cls(user_id, [d.stream_pos for d in mdeltas], [d.membership or "leave" for d in mdeltas],
-                   [d.stream_pos for d in vdeltas], vvals, current_membership)
+        self.vis_pos = [d.stream_pos for d in vdeltas]
+        self.vis_vals = vvals
+        self.complete = True
 
-    def always_joined_from(self, pos: int) -> bool:
+    def always_joined_from(self, pos: int | None) -> bool:
         """True if the user was joined at `pos` and never left after (every later event is visible)."""
+        if pos is None:
+            return False
         i = bisect.bisect_right(self.member_pos, pos)
         return i > 0 and all(v == "join" for v in self.member_vals[i - 1:])
 

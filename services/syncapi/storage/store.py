@@ -8,6 +8,8 @@ that sees position N has seen every position below N.
 from __future__ import annotations
 
 import json
+
+import orjson
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +54,7 @@ def _event_row(r: Row) -> EventRow:
     return EventRow(
         event_id=r["event_id"], room_id=r["room_id"], stream_pos=r["stream_pos"], type=r["type"],
         state_key=r["state_key"], sender=r["sender"], origin_server_ts=r["origin_server_ts"],
-        pdu=json.loads(r["json"]), device_id=r["device_id"], txn_id=r["txn_id"],
+        pdu=orjson.loads(r["json"]), device_id=r["device_id"], txn_id=r["txn_id"],
         redacted_by=r["redacted_by"],
     )
 
@@ -105,6 +107,8 @@ class SyncStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # A room's version never changes: cached for the process's lifetime.
+        self._versions: dict[str, str] = {}
 
     # ---- positions ----------------------------------------------------------
     async def next_pos(self, conn: Connection, stream: str) -> int:
@@ -120,12 +124,14 @@ class SyncStore:
         return await self.db.fetchval("SELECT room_version FROM rooms WHERE room_id = $1", room_id)
 
     async def room_versions(self, room_ids: Sequence[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for chunk in _chunks(list(room_ids)):
+        out = {r: self._versions[r] for r in room_ids if r in self._versions}
+        missing = [r for r in room_ids if r not in out]
+        for chunk in _chunks(missing):
             rows = await self.db.fetch(
                 f"SELECT room_id, room_version FROM rooms WHERE room_id IN ({in_list(1, len(chunk))})",
                 *chunk)
             out.update({r["room_id"]: r["room_version"] for r in rows})
+        self._versions.update(out)
         return out
 
     async def upsert_room(self, conn: Connection, room_id: str, version: str, last_event_id: str | None) -> None:
@@ -229,7 +235,7 @@ class SyncStore:
         for chunk in _chunks(list(dict.fromkeys(event_ids))):
             rows = await conn.fetch(
                 f"SELECT event_id, json FROM events WHERE event_id IN ({in_list(1, len(chunk))})", *chunk)
-            out.update({r["event_id"]: json.loads(r["json"]) for r in rows})
+            out.update({r["event_id"]: orjson.loads(r["json"]) for r in rows})
         return out
 
     async def events_by_ids(self, event_ids: Sequence[str]) -> dict[str, EventRow]:
@@ -266,12 +272,15 @@ class SyncStore:
             "SELECT room_id, stream_pos FROM events WHERE event_id = $1 AND stream_pos IS NOT NULL", event_id)
         return None if r is None else (r["room_id"], int(r["stream_pos"]))
 
-    async def count_messages_after(self, room_id: str, after: int, upto: int, user_id: str) -> list[EventRow]:
-        rows = await self.db.fetch(
-            f"SELECT {_EVENT_COLS} FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 "
-            "AND sender <> $4 AND type IN ('m.room.message', 'm.room.encrypted') AND redacted_by IS NULL "
-            "ORDER BY stream_pos DESC LIMIT 100", room_id, after, upto, user_id)
-        return [_event_row(r) for r in rows]
+    async def unread_counts(self, room_id: str, after: int, upto: int, user_id: str, mention: str
+                            ) -> tuple[int, int]:
+        """(messages, messages whose JSON mentions `mention`) after `after`, not sent by the user."""
+        r = await self.db.fetchrow(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN json LIKE $5 THEN 1 ELSE 0 END), 0) AS h "
+            "FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 "
+            "AND sender <> $4 AND type IN ('m.room.message', 'm.room.encrypted') AND redacted_by IS NULL",
+            room_id, after, upto, user_id, f"%{mention}%")
+        return (int(r["n"]), int(r["h"])) if r is not None else (0, 0)
 
     # ---- reads: state -------------------------------------------------------
     async def current_state(self, room_id: str) -> dict[tuple[str, str], str]:
