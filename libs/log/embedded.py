@@ -474,9 +474,6 @@ class EmbeddedLog(EventLog):
 
         return await asyncio.get_running_loop().run_in_executor(self._reader, query)
 
-    def _first_offset_hint(self, tp: TopicPartition) -> int:
-        return 0  # reads from 0 skip forward to the earliest retained record
-
     async def _join(self, consumer: "EmbeddedConsumer") -> None:
         assert consumer._group is not None
         group = self._groups.get(consumer._group)

@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from .api import Consumer, LogError, Producer, Record, TopicPartition
+from .api import Consumer, Producer, Record, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -469,6 +469,6 @@ class KeyedRunner:
 
 
 __all__ = [
-    "DeadLetterToTopic", "Handler", "KeyedRunner", "LogError", "RetryPolicy", "RunnerConfig",
+    "DeadLetterToTopic", "Handler", "KeyedRunner", "RetryPolicy", "RunnerConfig",
     "RunnerMetrics", "RunnerStats",
 ]

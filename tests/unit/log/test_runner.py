@@ -282,3 +282,9 @@ async def test_revocation_hands_over_without_loss_or_overlap(log: EmbeddedLog) -
         assert firsts == sorted(firsts)
     await a.stop()
     await b.stop()
+
+
+def test_retry_backoff_is_exponential_and_capped() -> None:
+    policy = RetryPolicy(max_attempts=0, initial_backoff_s=0.1, max_backoff_s=1.0, multiplier=3.0)
+    assert [policy.backoff(n) for n in (1, 2, 3)] == pytest.approx([0.1, 0.3, 0.9])
+    assert policy.backoff(10) == 1.0
