@@ -48,22 +48,29 @@ class _AuthChainLoader(Protocol):
 
 
 def _check_state_sets(state_sets: object) -> list[dict[StateKey, str]]:
+    """Type-check the input (each distinct key and event ID once: rooms are large and
+    state sets mostly overlap). The dicts are not copied; nothing mutates them."""
     if not isinstance(state_sets, (list, tuple)):
         raise StateResolutionError("state_sets must be a list of state maps")
     out: list[dict[StateKey, str]] = []
+    keys: set[object] = set()
+    values: set[object] = set()
     for s in state_sets:
         if not isinstance(s, Mapping):
             raise StateResolutionError("each state set must be a mapping")
-        d: dict[StateKey, str] = {}
-        for key, eid in s.items():
-            if (
-                not isinstance(key, tuple) or len(key) != 2
-                or not isinstance(key[0], str) or not isinstance(key[1], str)
-                or not isinstance(eid, str)
-            ):
-                raise StateResolutionError("state maps are (type, state_key) -> event_id")
-            d[key] = eid
+        d = s if type(s) is dict else dict(s)
+        keys.update(d.keys())
+        try:
+            values.update(d.values())
+        except TypeError:
+            raise StateResolutionError("event IDs must be strings") from None
         out.append(d)
+    for v in values:
+        if type(v) is not str:
+            raise StateResolutionError("event IDs must be strings")
+    for k in keys:
+        if type(k) is not tuple or len(k) != 2 or type(k[0]) is not str or type(k[1]) is not str:
+            raise StateResolutionError("state keys must be (event_type, state_key) pairs of strings")
     return out
 
 

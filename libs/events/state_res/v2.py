@@ -30,6 +30,7 @@ from ._common import (
 def full_conflicted_set(
     room_version: RoomVersion,
     state_sets: Sequence[StateMap],
+    unconflicted: Mapping[StateKey, str],
     conflicted: Mapping[StateKey, set[str]],
     get: GetEvent,
     auth_diff: set[str] | None = None,
@@ -40,7 +41,7 @@ def full_conflicted_set(
     for ids in conflicted.values():
         conflicted_ids.update(ids)
     if auth_diff is None:
-        auth_diff = auth_difference(state_sets, get)
+        auth_diff = auth_difference(state_sets, get, unconflicted, conflicted)
     full = conflicted_ids | auth_diff
     if room_version.state_res is StateResVersion.V2_1:
         full |= conflicted_subgraph(conflicted_ids, get)
@@ -62,7 +63,7 @@ def resolve_v2(
     unconflicted, conflicted = separate(state_sets)
     if not conflicted:
         return unconflicted
-    full = full_conflicted_set(room_version, state_sets, conflicted, get, auth_diff)
+    full = full_conflicted_set(room_version, state_sets, unconflicted, conflicted, get, auth_diff)
 
     if room_version.state_res is StateResVersion.V2_1:
         resolved: dict[StateKey, str] = {}  # v2.1: start from nothing
