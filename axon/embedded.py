@@ -109,7 +109,7 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int = 12)
     account_routers = build_account_routers(AccountRoutesContext(
         config=config, userapi=userapi.api, auth=userapi.client_auth, ratelimiter=ratelimiter))
     clientapi = ClientService(config, event_log, roomserver=roomserver.api, userapi=userapi.api, auth=auth,
-                              extra_client_routers=account_routers)
+                              extra_client_routers=account_routers, wait_projected=syncapi.api.wait_for_event)
     media = MediaService(config, await db("mediaapi", MEDIA_MIGRATIONS), auth)
     federation = FederationService(config.server_name, [signing_key], axon.__version__)
 

@@ -40,6 +40,9 @@ class RoomRoutesDeps:
     userapi: UserAPI
     producer: Producer
     auth: AuthDependency  # FastAPI dependency returning the requesting Device
+    # Read-your-writes: wait (bounded) until the syncapi has projected an event, so a
+    # client's /sync or /messages right after its write sees it. None: don't wait.
+    wait_projected: Callable[[str], Awaitable[Any]] | None = None
     default_room_version: str = "11"
     topic_prefix: str = ""
 
@@ -94,6 +97,8 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
 
     async def send(req: NewEventRequest) -> str:
         result = await rs.send_event(req)
+        if deps.wait_projected is not None:
+            await deps.wait_projected(result.event_id)
         return result.event_id
 
     async def profile_content(user_id: str) -> dict[str, Any]:
@@ -183,6 +188,11 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
             device_id=device.device_id,
         )
         room_id = await rs.create_room(req)
+        if deps.wait_projected is not None:
+            state = await rs.get_current_state(room_id)
+            if state:
+                last = max(state.values(), key=lambda ev: ev.get("depth", 0))
+                await deps.wait_projected(last["event_id"])
         out: dict[str, Any] = {"room_id": room_id}
         if alias_name is not None:
             out["room_alias"] = f"#{alias_name}:{deps.server_name}"

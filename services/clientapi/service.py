@@ -22,11 +22,12 @@ class ClientService:
 
     def __init__(self, config: HomeserverConfig, log: EventLog, *, roomserver: RoomserverAPI,
                  userapi: UserAPI, auth: Callable[..., Awaitable[Any]],
-                 extra_client_routers: list[APIRouter] | None = None) -> None:
+                 extra_client_routers: list[APIRouter] | None = None,
+                 wait_projected: Callable[[str], Awaitable[Any]] | None = None) -> None:
         self.config = config
         rooms = build_room_router(RoomRoutesDeps(
             server_name=config.server_name, roomserver=roomserver, userapi=userapi,
-            producer=log.producer(), auth=auth,
+            producer=log.producer(), auth=auth, wait_projected=wait_projected,
         ))
         self.routers: list[APIRouter] = []
         for prefix in CLIENT_PREFIXES:

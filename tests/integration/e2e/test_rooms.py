@@ -1,0 +1,189 @@
+"""End to end over the HTTP API of an embedded homeserver: rooms, messages, sync."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+def _timeline(resp, room_id):
+    return resp["rooms"]["join"].get(room_id, {}).get("timeline", {}).get("events", [])
+
+
+async def test_create_send_and_sync(matrix):
+    alice = await matrix.register("alice")
+    room_id = await matrix.create_room(alice, preset="public_chat", name="Lobby", room_alias_name="lobby")
+    resp = await matrix.sync_until(alice, lambda r: len(_timeline(r, room_id)) >= 5)
+    types = [e["type"] for e in _timeline(resp, room_id)]
+    assert types[:2] == ["m.room.create", "m.room.member"]
+    assert "m.room.name" in types and "m.room.join_rules" in types
+
+    event_id = await matrix.send(alice, room_id, "hello")
+    inc = await matrix.sync_until(alice, lambda r: any(e["event_id"] == event_id for e in _timeline(r, room_id)),
+                                  since=resp["next_batch"])
+    ev = next(e for e in _timeline(inc, room_id) if e["event_id"] == event_id)
+    assert ev["content"]["body"] == "hello"
+    assert ev["sender"] == alice.user_id
+    assert "transaction_id" in ev["unsigned"]
+    # Nothing is delivered twice: the next incremental sync has no timeline for the room.
+    again = await matrix.sync(alice, since=inc["next_batch"])
+    assert not _timeline(again, room_id)
+
+
+async def test_second_user_joins_by_alias_and_sees_messages(matrix):
+    alice = await matrix.register("alice")
+    bob = await matrix.register("bob")
+    room_id = await matrix.create_room(alice, preset="public_chat", room_alias_name="chat")
+    assert await matrix.join(bob, "#chat:test.local") == room_id
+    eid = await matrix.send(alice, room_id, "welcome bob")
+    resp = await matrix.sync_until(bob, lambda r: any(e["event_id"] == eid for e in _timeline(r, room_id)))
+    assert any(e["type"] == "m.room.member" and e["state_key"] == bob.user_id for e in
+               _timeline(resp, room_id) + resp["rooms"]["join"][room_id]["state"]["events"])
+    members = await matrix.request(bob, "GET", f"/rooms/{room_id}/joined_members")
+    assert set(members["joined"]) == {alice.user_id, bob.user_id}
+    rooms = await matrix.request(bob, "GET", "/joined_rooms")
+    assert rooms["joined_rooms"] == [room_id]
+
+
+async def test_private_room_needs_invite(matrix):
+    alice = await matrix.register("alice")
+    bob = await matrix.register("bob")
+    room_id = await matrix.create_room(alice, preset="private_chat")
+    r = await matrix.request(bob, "POST", f"/rooms/{room_id}/join", expect=403, json={})
+    assert r["errcode"] == "M_FORBIDDEN"
+    await matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": bob.user_id})
+    resp = await matrix.sync_until(bob, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
+    invite_state = resp["rooms"]["invite"][room_id]["invite_state"]["events"]
+    assert any(e["type"] == "m.room.member" and e["state_key"] == bob.user_id for e in invite_state)
+    await matrix.request(bob, "POST", f"/rooms/{room_id}/join", json={})
+    await matrix.send(bob, room_id, "thanks")
+
+
+async def test_state_get_put_and_forbidden_power(matrix):
+    alice = await matrix.register("alice")
+    bob = await matrix.register("bob")
+    room_id = await matrix.create_room(alice, preset="public_chat")
+    await matrix.join(bob, room_id)
+    await matrix.request(alice, "PUT", f"/rooms/{room_id}/state/m.room.topic", json={"topic": "news"})
+    assert await matrix.request(bob, "GET", f"/rooms/{room_id}/state/m.room.topic") == {"topic": "news"}
+    r = await matrix.request(bob, "PUT", f"/rooms/{room_id}/state/m.room.topic", expect=403, json={"topic": "x"})
+    assert r["errcode"] == "M_FORBIDDEN"
+    r = await matrix.request(bob, "GET", f"/rooms/{room_id}/state/m.room.nothing", expect=404)
+    assert r["errcode"] == "M_NOT_FOUND"
+    state = await matrix.request(bob, "GET", f"/rooms/{room_id}/state")
+    assert {(e["type"], e["state_key"]) for e in state} >= {("m.room.create", ""), ("m.room.topic", "")}
+
+
+async def test_txn_idempotency(matrix):
+    alice = await matrix.register("alice")
+    room_id = await matrix.create_room(alice)
+    body = {"msgtype": "m.text", "body": "once"}
+    a = await matrix.request(alice, "PUT", f"/rooms/{room_id}/send/m.room.message/same", json=body)
+    b = await matrix.request(alice, "PUT", f"/rooms/{room_id}/send/m.room.message/same", json=body)
+    assert a["event_id"] == b["event_id"]
+    page = await matrix.request(alice, "GET", f"/rooms/{room_id}/messages", params={"dir": "b", "limit": 50})
+    assert [e["content"].get("body") for e in page["chunk"]].count("once") == 1
+
+
+async def test_messages_pagination_has_no_gaps(matrix):
+    alice = await matrix.register("alice")
+    room_id = await matrix.create_room(alice)
+    sent = [await matrix.send(alice, room_id, f"m{i}") for i in range(25)]
+    seen: list[str] = []
+    frm = None
+    for _ in range(20):
+        params = {"dir": "b", "limit": 7}
+        if frm:
+            params["from"] = frm
+        page = await matrix.request(alice, "GET", f"/rooms/{room_id}/messages", params=params)
+        seen.extend(e["event_id"] for e in page["chunk"] if e["type"] == "m.room.message")
+        if "end" not in page or not page["chunk"]:
+            break
+        frm = page["end"]
+    assert list(reversed(seen)) == sent
+
+
+async def test_redaction_removes_content(matrix):
+    alice = await matrix.register("alice")
+    room_id = await matrix.create_room(alice)
+    eid = await matrix.send(alice, room_id, "oops")
+    await matrix.request(alice, "PUT", f"/rooms/{room_id}/redact/{eid}/r1", json={"reason": "typo"})
+    page = await matrix.request(alice, "GET", f"/rooms/{room_id}/messages", params={"dir": "b", "limit": 10})
+    ev = next(e for e in page["chunk"] if e["event_id"] == eid)
+    assert ev["content"] == {}
+
+
+async def test_long_poll_wakes_promptly(matrix):
+    alice = await matrix.register("alice")
+    room_id = await matrix.create_room(alice)
+    first = await matrix.sync(alice)
+
+    async def later():
+        await asyncio.sleep(0.3)
+        return await matrix.send(alice, room_id, "wake up")
+
+    t0 = time.monotonic()
+    sender = asyncio.create_task(later())
+    resp = await matrix.sync(alice, since=first["next_batch"], timeout=10000)
+    elapsed = time.monotonic() - t0
+    eid = await sender
+    assert any(e["event_id"] == eid for e in _timeline(resp, room_id))
+    assert elapsed < 5, "long-poll did not wake on new data"
+
+
+async def test_typing_and_receipts_reach_sync(matrix):
+    alice = await matrix.register("alice")
+    bob = await matrix.register("bob")
+    room_id = await matrix.create_room(alice, preset="public_chat")
+    await matrix.join(bob, room_id)
+    eid = await matrix.send(alice, room_id, "read me")
+    await matrix.request(bob, "PUT", f"/rooms/{room_id}/typing/{bob.user_id}", json={"typing": True, "timeout": 10000})
+    await matrix.request(bob, "POST", f"/rooms/{room_id}/receipt/m.read/{eid}", json={})
+
+    def has(kind):
+        def check(r):
+            eph = r["rooms"]["join"].get(room_id, {}).get("ephemeral", {}).get("events", [])
+            if kind == "typing":
+                return any(e["type"] == "m.typing" and bob.user_id in e["content"].get("user_ids", []) for e in eph)
+            return any(e["type"] == "m.receipt" and eid in e["content"] for e in eph)
+        return check
+
+    # An initial sync carries the current typing set and latest receipts.
+    await matrix.sync_until(alice, has("typing"))
+    await matrix.sync_until(alice, has("receipt"))
+
+
+async def test_bad_input_gets_matrix_errors(matrix, client):
+    alice = await matrix.register("alice")
+    r = await client.post("/_matrix/client/v3/createRoom", content=b"{not json", headers=alice.headers)
+    assert r.status_code == 400 and r.json()["errcode"] == "M_NOT_JSON"
+    r = await client.post("/_matrix/client/v3/createRoom", json={"room_version": "99"}, headers=alice.headers)
+    assert r.status_code == 400 and r.json()["errcode"] == "M_UNSUPPORTED_ROOM_VERSION"
+    r = await client.put("/_matrix/client/v3/rooms/!nope:test.local/send/m.room.message/1", json={},
+                         headers=alice.headers)
+    assert r.status_code in (403, 404) and r.json()["errcode"] in ("M_FORBIDDEN", "M_NOT_FOUND")
+    r = await client.get("/_matrix/client/v3/no/such/endpoint", headers=alice.headers)
+    assert r.status_code == 404 and r.json()["errcode"] == "M_UNRECOGNIZED"
+    r = await client.get("/_matrix/client/v3/sync")
+    assert r.status_code == 401 and r.json()["errcode"] == "M_MISSING_TOKEN"
+    room_id = await matrix.create_room(alice)
+    big = {"body": "x" * 70000, "msgtype": "m.text"}
+    r = await client.put(f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/big", json=big,
+                         headers=alice.headers)
+    assert r.status_code in (400, 413) and r.json()["errcode"] in ("M_TOO_LARGE", "M_BAD_JSON")
+
+
+async def test_room_versions_1_to_12(matrix):
+    alice = await matrix.register("alice")
+    for v in [str(n) for n in range(1, 13)]:
+        room_id = await matrix.create_room(alice, room_version=v, preset="public_chat", name=f"v{v}")
+        await matrix.send(alice, room_id, f"in v{v}")
+        create = await matrix.request(alice, "GET", f"/rooms/{room_id}/state/m.room.create")
+        assert create["room_version"] == v
+
+
+async def test_health_ready_metrics(client):
+    assert (await client.get("/health")).status_code == 200
+    r = await client.get("/ready")
+    assert r.status_code == 200, r.text
+    m = await client.get("/metrics")
+    assert m.status_code == 200 and "http_requests" in m.text
