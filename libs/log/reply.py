@@ -38,7 +38,7 @@ import asyncio
 import logging
 import uuid
 
-from .api import EventLog, LogError, Producer, Record, TopicSpec, partition_for
+from .api import Consumer, EventLog, LogError, Producer, Record, TopicSpec, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class LogReplies(ReplyChannel):
         self._retention_ms = retention_ms
         self.address = f"log:{topic}:{instance_id}"
         self._task: asyncio.Task[None] | None = None
-        self._reader = None
+        self._reader: Consumer | None = None
 
     async def start(self) -> None:
         if self._task is not None:
@@ -160,7 +160,7 @@ class LogReplies(ReplyChannel):
             self._task = None
         if self._reader is not None:
             await self._reader.stop()
-            self._reader = None
+            self._reader: Consumer | None = None
         await super().stop()
 
     async def _read_loop(self) -> None:
