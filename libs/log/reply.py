@@ -160,7 +160,7 @@ class LogReplies(ReplyChannel):
             self._task = None
         if self._reader is not None:
             await self._reader.stop()
-            self._reader: Consumer | None = None
+            self._reader = None
         await super().stop()
 
     async def _read_loop(self) -> None:
