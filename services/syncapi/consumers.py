@@ -87,9 +87,11 @@ class SyncProjector:
         event_id: str = pdu["event_id"]
         room_id = pdu.get("room_id")
         if not isinstance(room_id, str) or rec.rejected:
+            self.notifier.notify([f"e:{event_id}"])  # a wait_for_event need not wait for its timeout
             return False
         in_timeline = not rec.soft_failed
         if not rec.state_added and not rec.state_removed and not in_timeline:
+            self.notifier.notify([f"e:{event_id}"])
             return False
         if in_timeline and await self.store.event_pos(event_id) is not None:
             return False  # redelivery
