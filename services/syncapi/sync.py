@@ -103,7 +103,7 @@ class SyncEngine:
 
         joined_ids = [m.room_id for m in memberships if m.membership == "join" and rf.allows_room(m.room_id)]
         active: set[str] = set(joined_ids)
-        if since is not None:
+        if since is not None and not req.full_state:
             active = await self.store.rooms_with_events(joined_ids, since.events, now.events)
             active |= {r for r in joined_ids if r in changes}
             active |= set(self.typing.changed_rooms(joined_ids, since.typing))
@@ -125,7 +125,8 @@ class SyncEngine:
 
         async def one(m: MembershipRow) -> tuple[str, dict[str, Any] | None]:
             if m.membership == "join" and m.room_id in active:
-                newly = since is not None and self._newly_joined(changes.get(m.room_id, []))
+                newly = since is not None and await self._newly_joined(m.room_id, req.user_id, since.events,
+                                                                       changes.get(m.room_id, []))
                 return "join", await self._joined_room(
                     req, m.room_id, since, now, now_ms, full=(since is None or req.full_state or newly),
                     receipts=receipts_by_room.get(m.room_id, []), account_data=room_acc.get(m.room_id, []))
@@ -161,10 +162,11 @@ class SyncEngine:
         has_data = bool(joined or invited or left or knocked or global_acc or to_device)
         return resp, has_data
 
-    @staticmethod
-    def _newly_joined(deltas: list[StateDelta]) -> bool:
-        # Joined in the range (and the first change of the range was not from join).
-        return any(d.membership == "join" for d in deltas)
+    async def _newly_joined(self, room_id: str, user_id: str, since: int, deltas: list[StateDelta]) -> bool:
+        """Whether the user joined after `since` (a profile change, join -> join, is not a join)."""
+        if not any(d.membership == "join" for d in deltas):
+            return False
+        return await self.store.membership_at(room_id, user_id, since) != "join"
 
     async def _timeline(self, room_id: str, *, after: int, upto: int, flt: EventFilter,
                         vis: Visibility | None) -> _RoomTimeline:

@@ -315,6 +315,11 @@ class SyncStore:
             room_id, user_id)
         return [_delta(r) for r in rows]
 
+    async def membership_at(self, room_id: str, user_id: str, pos: int) -> str | None:
+        return await self.db.fetchval(
+            "SELECT membership FROM state_deltas WHERE room_id = $1 AND type = 'm.room.member' "
+            "AND state_key = $2 AND stream_pos <= $3 ORDER BY stream_pos DESC LIMIT 1", room_id, user_id, pos)
+
     async def rooms_for_user(self, user_id: str) -> list[MembershipRow]:
         rows = await self.db.fetch(
             "SELECT room_id, membership, event_id, stream_pos FROM current_state "

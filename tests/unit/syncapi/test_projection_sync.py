@@ -380,3 +380,28 @@ async def test_members_and_joined_members(h: Harness) -> None:
     assert {e["state_key"] for e in joined["chunk"]} == {A, B, C}
     jm = await hist.joined_members(room.room_id, B)
     assert set(jm["joined"]) == {A, B, C}
+
+
+async def test_newly_joined_room_gets_full_state_but_profile_change_does_not(h: Harness) -> None:
+    room = await make_room(h, members=())
+    await feed(h, room.msg(A, "before"))
+    tok = (await sync(h, B))["next_batch"]
+    await feed(h, room.join(B))
+    jr = (await sync(h, B, tok))["rooms"]["join"][room.room_id]
+    assert ("m.room.create", "") in {(e["type"], e.get("state_key")) for e in jr["state"]["events"]}
+    assert "summary" in jr
+    tok = (await sync(h, B))["next_batch"]
+    await feed(h, room.send("m.room.member", B, {"membership": "join", "displayname": "Bob"}, B))
+    jr = (await sync(h, B, tok))["rooms"]["join"][room.room_id]
+    assert jr["state"]["events"] == []
+    assert [e["content"].get("displayname") for e in jr["timeline"]["events"]] == ["Bob"]
+    assert jr["timeline"]["events"][0]["unsigned"]["prev_content"] == {"membership": "join"}
+
+
+async def test_full_state_returns_every_joined_room(h: Harness) -> None:
+    room = await make_room(h)
+    tok = (await sync(h, B))["next_batch"]
+    resp, _ = await h.engine.build(SyncRequest(B, "DEV", since=parse_token(tok), full_state=True))
+    jr = resp["rooms"]["join"][room.room_id]
+    assert jr["timeline"]["events"] == []
+    assert ("m.room.create", "") in {(e["type"], e.get("state_key")) for e in jr["state"]["events"]}
