@@ -1107,3 +1107,29 @@ def test_check_auth_rules_against_state_map() -> None:
     del state[("m.room.create", "")]
     with pytest.raises(AuthError):
         check_auth_rules(ev, state)
+
+
+def test_v12_room_id_must_be_the_create_event_id() -> None:
+    room = _public_room("12", BOB)
+    ev = room.send("m.room.message", BOB, {"body": "x"})
+    check_auth_rules(ev, room.state)
+    ev.pdu["room_id"] = "!" + "A" * 43
+    moved = Event(ev.pdu, room.rv)
+    with pytest.raises(AuthError, match="create event"):
+        check_auth_rules(moved, room.state)
+
+
+def test_v12_rejected_create_rejects() -> None:
+    room = _public_room("12", BOB)
+    ev = room.send("m.room.message", BOB, {"body": "x"})
+    with pytest.raises(AuthError, match="rejected"):
+        room.check(ev, rejected_event_ids={room.create.event_id})
+
+
+def test_v1_event_without_event_id_is_auth_error() -> None:
+    room = _public_room("1", BOB)
+    ev = room.send("m.room.message", BOB, {"body": "x"})
+    del room.create.pdu["event_id"]
+    broken = Event(room.create.pdu, room.rv)
+    with pytest.raises(AuthError):
+        check_event_auth(ev, [broken, *[e for e in room.events.values() if e.type != "m.room.create"]])
