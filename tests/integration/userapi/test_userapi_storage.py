@@ -217,3 +217,29 @@ async def test_uia_password_stage(userapi: UserapiInternal) -> None:
         await userapi.check_user_interactive_auth(
             UIA_PASSWORD, flows, {"type": "m.login.password", "user": "@r:test.local", "password": "pw2"}, uid
         )
+
+
+async def test_create_user_cli(userapi: UserapiInternal) -> None:
+    from services.userapi.admin import create_user_cli
+
+    acc = await create_user_cli(userapi, "admin", "pw", admin=True)
+    assert acc.user_id == "@admin:test.local" and acc.is_admin
+    stored = await userapi.get_account("@admin:test.local")
+    assert stored is not None and stored.is_admin
+    acc2 = await create_user_cli(userapi, "@plain:test.local", "pw", admin=False)
+    assert acc2.user_id == "@plain:test.local" and not acc2.is_admin
+    assert await userapi.check_password("@plain:test.local", "pw")
+    with pytest.raises(MatrixError) as e:
+        await create_user_cli(userapi, "admin", "pw", admin=False)
+    assert e.value.errcode == "M_USER_IN_USE"
+
+
+async def test_concurrent_registration_of_one_name(userapi: UserapiInternal) -> None:
+    import asyncio
+
+    results = await asyncio.gather(
+        *(userapi.create_account("race", "pw") for _ in range(5)), return_exceptions=True
+    )
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    errs = [r for r in results if isinstance(r, MatrixError)]
+    assert len(ok) == 1 and len(errs) == 4 and all(e.errcode == "M_USER_IN_USE" for e in errs)
