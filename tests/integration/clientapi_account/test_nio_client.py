@@ -5,7 +5,6 @@ import asyncio
 import socket
 
 import nio
-import pytest
 import uvicorn
 
 from tests.integration.clientapi_account.conftest import build_app, make_config
