@@ -29,6 +29,7 @@ from services.syncapi.api import (
     ToDeviceRecord,
     TypingRecord,
 )
+from services.syncapi.broadcast import channel_for, publish
 from services.syncapi.storage.store import SyncStore
 from services.syncapi.streams import Notifier, Positions, TypingState
 from services.userapi.api import UserAPI
@@ -79,6 +80,7 @@ class SyncProjector:
         self.typing = typing
         self.roomserver = roomserver
         self.userapi = userapi
+        self.channel = channel_for(store.db)
 
     # ---- roomserver.output ----------------------------------------------------
     async def on_output(self, rec: OutputNewEvent) -> bool:
@@ -175,10 +177,11 @@ class SyncProjector:
             pending = await self.store.pending_redaction_for(tx, event_id)
             if pending:
                 await self.store.mark_redacted(tx, event_id, pending)
+            keys = [f"r:{room_id}", f"e:{event_id}"]
+            if pdu.get("type") == "m.room.member" and isinstance(pdu.get("state_key"), str):
+                keys.append(f"u:{pdu['state_key']}")
+            await publish(tx, self.channel, "events", pos, keys)
         self.positions.advance("events", pos)
-        keys = [f"r:{room_id}", f"e:{event_id}"]
-        if pdu.get("type") == "m.room.member" and isinstance(pdu.get("state_key"), str):
-            keys.append(f"u:{pdu['state_key']}")
         self.notifier.notify(keys)
         return True
 
@@ -206,6 +209,7 @@ class SyncProjector:
             pos = await self.store.next_pos(tx, "receipts")
             await self.store.upsert_receipt(tx, rec.room_id, rec.receipt_type, rec.user_id, thread,
                                             rec.event_id, int(rec.ts), pos)
+            await publish(tx, self.channel, "receipts", pos, [f"r:{rec.room_id}"])
         self.positions.advance("receipts", pos)
         self.notifier.notify([f"r:{rec.room_id}"])
         return True
@@ -229,6 +233,7 @@ class SyncProjector:
                 await self.store.insert_to_device(tx, p, rec.user_id, dev, rec.sender, rec.type,
                                                   rec.content if isinstance(rec.content, dict) else {},
                                                   rec.message_id)
+                await publish(tx, self.channel, "to_device", p, [f"u:{rec.user_id}"])
                 stored, pos = stored + 1, p
         if stored:
             self.positions.advance("to_device", pos)
@@ -247,6 +252,7 @@ class SyncProjector:
                 return False
             pos = await self.store.next_pos(tx, "account_data")
             await self.store.upsert_account_data(tx, rec.user_id, rec.room_id, rec.data_type, content, pos)
+            await publish(tx, self.channel, "account_data", pos, [f"u:{rec.user_id}"])
         self.positions.advance("account_data", pos)
         self.notifier.notify([f"u:{rec.user_id}"])
         return True

@@ -12,6 +12,7 @@ from libs.config.model import HomeserverConfig
 from libs.log.api import EventLog
 from libs.storage import Database
 from services.roomserver.api import RoomserverAPI
+from services.syncapi.broadcast import PgPositionListener
 from services.syncapi.consumers import SyncConsumers, SyncProjector
 from services.syncapi.history import History
 from services.syncapi.internal import SyncInternal
@@ -51,6 +52,8 @@ class SyncService:
         self.consumers = SyncConsumers(log, self.projector, instance_id=instance_id) if log is not None else None
         self.readiness_checks: list[Callable[[], Awaitable[bool]]] = [self._db_ready]
         self._typing_task: asyncio.Task[Any] | None = None
+        # Other replicas' writes advance our positions and wake our long-polls.
+        self.position_listener = PgPositionListener(db, self.positions, self.notifier)
 
     async def _db_ready(self) -> bool:
         try:
@@ -66,6 +69,7 @@ class SyncService:
                 self.positions.advance(stream, value)
 
     async def start(self) -> None:
+        await self.position_listener.start()  # before loading: no announcement falls in between
         await self.load_positions()
         if self.consumers is not None:
             await self.consumers.start()
@@ -81,6 +85,7 @@ class SyncService:
             self._typing_task = None
         if self.consumers is not None:
             await self.consumers.stop()
+        await self.position_listener.stop()
 
     async def _typing_expiry(self) -> None:
         # Sleeps until the next typing timeout (at most 1 s, so new typers are picked up).
