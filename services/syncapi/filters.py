@@ -148,3 +148,43 @@ class SyncFilter:
             account_data=EventFilter.parse(obj.get("account_data")),
             event_fields=_str_list(obj, "event_fields"),
         )
+
+
+def _split_field(path: str) -> list[str]:
+    # "content.body" -> ["content", "body"]; "\\." escapes a literal dot.
+    parts, cur, i = [], "", 0
+    while i < len(path):
+        c = path[i]
+        if c == "\\" and i + 1 < len(path):
+            cur += path[i + 1]
+            i += 2
+            continue
+        if c == ".":
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    parts.append(cur)
+    return parts
+
+
+def apply_event_fields(event: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    """Keep only the given (dotted) fields of a client event (filter `event_fields`)."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        keys = _split_field(path)
+        src: Any = event
+        for k in keys:
+            if not isinstance(src, dict) or k not in src:
+                break
+            src = src[k]
+        else:
+            dst = out
+            for k in keys[:-1]:
+                nxt = dst.get(k)
+                if not isinstance(nxt, dict):
+                    nxt = dst[k] = {}
+                dst = nxt
+            dst[keys[-1]] = src
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 
 from libs.events.client_format import strip_to_state
 from services.syncapi.api import StreamToken
-from services.syncapi.filters import DEFAULT_TIMELINE_LIMIT, EventFilter, SyncFilter
+from services.syncapi.filters import DEFAULT_TIMELINE_LIMIT, EventFilter, SyncFilter, apply_event_fields
 from services.syncapi.storage.store import EventRow, MembershipRow, ReceiptRow, StateDelta, SyncStore
 from services.syncapi.streams import Notifier, Positions, TypingState
 from services.syncapi.views import StateMap, Visibility, format_events, state_at, value_at
@@ -160,6 +160,12 @@ class SyncEngine:
             "device_one_time_keys_count": {},
         }
         has_data = bool(joined or invited or left or knocked or global_acc or to_device)
+        if req.filter.event_fields is not None:
+            fields = req.filter.event_fields
+            for section in (joined, left):
+                for room in section.values():
+                    for part in ("timeline", "state"):
+                        room[part]["events"] = [apply_event_fields(e, fields) for e in room[part]["events"]]
         return resp, has_data
 
     async def _newly_joined(self, room_id: str, user_id: str, since: int, deltas: list[StateDelta]) -> bool:

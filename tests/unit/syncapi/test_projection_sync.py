@@ -405,3 +405,18 @@ async def test_full_state_returns_every_joined_room(h: Harness) -> None:
     jr = resp["rooms"]["join"][room.room_id]
     assert jr["timeline"]["events"] == []
     assert ("m.room.create", "") in {(e["type"], e.get("state_key")) for e in jr["state"]["events"]}
+
+
+async def test_event_fields_filter(h: Harness) -> None:
+    room = await make_room(h)
+    await feed(h, room.msg(A, "only body"))
+    flt = SyncFilter.parse({"event_fields": ["type", "content.body"], "room": {"timeline": {"limit": 1}}})
+    ev = (await sync(h, B, filter=flt))["rooms"]["join"][room.room_id]["timeline"]["events"][0]
+    assert ev == {"type": "m.room.message", "content": {"body": "only body"}}
+
+
+def test_apply_event_fields_escapes() -> None:
+    from services.syncapi.filters import apply_event_fields
+    ev = {"content": {"a.b": 1, "a": {"b": 2}}, "type": "t"}
+    assert apply_event_fields(ev, ["content.a\\.b"]) == {"content": {"a.b": 1}}
+    assert apply_event_fields(ev, ["content.a.b", "missing.x"]) == {"content": {"a": {"b": 2}}}
