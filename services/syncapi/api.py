@@ -19,6 +19,7 @@ TOPIC_TYPING = "ephemeral.typing"               # key: room_id; TypingRecord JSO
 TOPIC_RECEIPTS = "ephemeral.receipts"           # key: room_id; ReceiptRecord JSON
 TOPIC_TO_DEVICE = "user.to_device"              # key: target user_id; ToDeviceRecord JSON
 TOPIC_CLIENT_DATA = "user.client_data"          # key: user_id; ClientDataRecord JSON
+TOPIC_KEY_CHANGES = "user.key_changes"          # key: user_id; KeyChangeRecord JSON
 
 RECEIPT_TYPES = ("m.read", "m.read.private")
 
@@ -66,6 +67,14 @@ class ClientDataRecord:
     room_id: str
     data_type: str
     type: str = "account_data"
+
+
+@dataclass
+class KeyChangeRecord:
+    """A user's device list or E2E keys changed (userapi → user.key_changes).
+
+    /sync reports the user in `device_lists.changed` to everyone sharing a room."""
+    user_id: str
 
 
 @dataclass

@@ -20,11 +20,13 @@ from libs.log.runner import KeyedRunner
 from services.roomserver.api import OutputNewEvent, RoomserverAPI
 from services.syncapi.api import (
     TOPIC_CLIENT_DATA,
+    TOPIC_KEY_CHANGES,
     TOPIC_RECEIPTS,
     TOPIC_ROOMSERVER_OUTPUT,
     TOPIC_TO_DEVICE,
     TOPIC_TYPING,
     ClientDataRecord,
+    KeyChangeRecord,
     ReceiptRecord,
     ToDeviceRecord,
     TypingRecord,
@@ -258,6 +260,20 @@ class SyncProjector:
         return True
 
 
+    # ---- user.key_changes -----------------------------------------------------
+    async def on_key_change(self, rec: KeyChangeRecord) -> None:
+        # Every change gets a new position (a later change must be reported again).
+        # Wake everyone sharing a room with the user (and the user's other devices).
+        keys = [f"u:{rec.user_id}"] + [f"r:{m.room_id}" for m in await self.store.rooms_for_user(rec.user_id)
+                                        if m.membership == "join"]
+        async with self.store.db.transaction() as tx:
+            pos = await self.store.next_pos(tx, "device_lists")
+            await self.store.upsert_device_list_change(tx, rec.user_id, pos)
+            await publish(tx, self.channel, "device_lists", pos, keys)
+        self.positions.advance("device_lists", pos)
+        self.notifier.notify(keys)
+
+
 class SyncConsumers:
     """Runs the syncapi's consumers on the log."""
 
@@ -276,6 +292,7 @@ class SyncConsumers:
             TopicSpec(TOPIC_RECEIPTS, partitions=8),
             TopicSpec(TOPIC_TO_DEVICE, partitions=8),
             TopicSpec(TOPIC_CLIENT_DATA, partitions=8),
+            TopicSpec(TOPIC_KEY_CHANGES, partitions=8),
             TopicSpec(TOPIC_TYPING, partitions=8, retention_ms=TYPING_RETENTION_MS),
         ])
         specs = [
@@ -283,6 +300,7 @@ class SyncConsumers:
             (f"{self.group_prefix}.receipts", [TOPIC_RECEIPTS], self._handle_receipt),
             (f"{self.group_prefix}.to_device", [TOPIC_TO_DEVICE], self._handle_to_device),
             (f"{self.group_prefix}.client_data", [TOPIC_CLIENT_DATA], self._handle_client_data),
+            (f"{self.group_prefix}.key_changes", [TOPIC_KEY_CHANGES], self._handle_key_change),
             # Typing lives in memory: every instance must see all of it.
             (f"{self.group_prefix}.typing.{self.instance_id}", [TOPIC_TYPING], self._handle_typing),
         ]
@@ -344,3 +362,11 @@ class SyncConsumers:
         except (TypeError, ValueError):
             return
         await self.projector.on_client_data(rec)
+
+    async def _handle_key_change(self, record: Record) -> None:
+        try:
+            rec = _from_dict(KeyChangeRecord, self._decode(record))
+        except (TypeError, ValueError):
+            return
+        if isinstance(rec.user_id, str) and rec.user_id:
+            await self.projector.on_key_change(rec)

@@ -147,6 +147,7 @@ class SyncEngine:
             if kind and room is not None:
                 sections[kind][m.room_id] = room
 
+        device_lists = await self._device_lists(req.user_id, since, now, joined_ids, memberships, changes)
         to_device, td_pos = await self._to_device(req, since, now)
         next_tok = StreamToken(events=now.events, typing=now.typing, receipts=now.receipts,
                                to_device=td_pos, account_data=now.account_data, device_lists=now.device_lists)
@@ -156,10 +157,11 @@ class SyncEngine:
             "account_data": {"events": global_acc},
             "presence": {"events": []},
             "to_device": {"events": to_device},
-            "device_lists": {"changed": [], "left": []},
+            "device_lists": device_lists,
             "device_one_time_keys_count": {},
         }
-        has_data = bool(joined or invited or left or knocked or global_acc or to_device)
+        has_data = bool(joined or invited or left or knocked or global_acc or to_device
+                        or device_lists["changed"] or device_lists["left"])
         if req.filter.event_fields is not None:
             fields = req.filter.event_fields
             for section in (joined, left):
@@ -358,6 +360,41 @@ class SyncEngine:
             "state": {"events": state},
             "account_data": {"events": []},
         }
+
+    async def _device_lists(self, user_id: str, since: StreamToken | None, now: StreamToken, joined_ids: list[str],
+                            memberships: list[MembershipRow], changes: dict[str, list[StateDelta]]
+                            ) -> dict[str, list[str]]:
+        """Users whose devices the client must (re)fetch, and users it no longer shares a room with."""
+        out: dict[str, list[str]] = {"changed": [], "left": []}
+        if since is None:
+            return out
+        all_joined = [m.room_id for m in memberships if m.membership == "join"]
+        key_changed = await self.store.device_list_changes(since.device_lists, now.device_lists)
+        member_deltas = await self.store.member_deltas_in(all_joined, since.events, now.events)
+        own_left = [r for r, ds in changes.items() if ds and ds[-1].membership in ("leave", "ban")]
+        if not key_changed and not member_deltas and not own_left:
+            return out
+        shared = await self.store.joined_members_of(all_joined)
+        changed = {u for u in key_changed if u in shared}
+        newly_joined_rooms = {r for r, ds in changes.items() if any(d.membership == "join" for d in ds)
+                              and r in all_joined}
+        if newly_joined_rooms:
+            changed |= await self.store.joined_members_of(list(newly_joined_rooms))
+        left: set[str] = set()
+        for d in member_deltas:
+            if d.state_key == user_id:
+                continue
+            if d.membership == "join":
+                changed.add(d.state_key)
+            elif d.state_key not in shared:
+                left.add(d.state_key)
+        if own_left:
+            left |= {u for u in await self.store.joined_members_of(own_left) if u not in shared}
+        changed.discard(user_id)
+        left.discard(user_id)
+        out["changed"] = sorted(changed & shared)
+        out["left"] = sorted(left - changed)
+        return out
 
     async def _to_device(self, req: SyncRequest, since: StreamToken | None, now: StreamToken
                          ) -> tuple[list[dict[str, Any]], int]:

@@ -401,6 +401,36 @@ class SyncStore:
             "DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3",
             user_id, device_id, upto)
 
+    # ---- device lists -------------------------------------------------------
+    async def upsert_device_list_change(self, conn: Connection, user_id: str, pos: int) -> None:
+        await conn.execute(
+            "INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2) "
+            "ON CONFLICT (user_id) DO UPDATE SET stream_pos = $2", user_id, pos)
+
+    async def device_list_changes(self, after: int, upto: int) -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT user_id FROM device_list_changes WHERE stream_pos > $1 AND stream_pos <= $2", after, upto)
+        return [r["user_id"] for r in rows]
+
+    async def joined_members_of(self, room_ids: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for chunk in _chunks(list(room_ids)):
+            rows = await self.db.fetch(
+                "SELECT DISTINCT state_key FROM current_state WHERE type = 'm.room.member' AND membership = 'join' "
+                f"AND room_id IN ({in_list(1, len(chunk))})", *chunk)
+            out.update(r["state_key"] for r in rows)
+        return out
+
+    async def member_deltas_in(self, room_ids: Sequence[str], after: int, upto: int) -> list[StateDelta]:
+        out: list[StateDelta] = []
+        for chunk in _chunks(list(room_ids)):
+            rows = await self.db.fetch(
+                "SELECT room_id, stream_pos, type, state_key, event_id, prev_event_id, membership FROM state_deltas "
+                "WHERE type = 'm.room.member' AND stream_pos > $1 AND stream_pos <= $2 "
+                f"AND room_id IN ({in_list(3, len(chunk))})", after, upto, *chunk)
+            out.extend(_delta(r) for r in rows)
+        return out
+
     # ---- account data -------------------------------------------------------
     async def upsert_account_data(self, conn: Connection, user_id: str, room_id: str, data_type: str,
                                   content: dict[str, Any], pos: int) -> None:

@@ -420,3 +420,28 @@ def test_apply_event_fields_escapes() -> None:
     ev = {"content": {"a.b": 1, "a": {"b": 2}}, "type": "t"}
     assert apply_event_fields(ev, ["content.a\\.b"]) == {"content": {"a.b": 1}}
     assert apply_event_fields(ev, ["content.a.b", "missing.x"]) == {"content": {"a": {"b": 2}}}
+
+
+async def test_device_lists_changed_and_left(h: Harness) -> None:
+    from services.syncapi.api import KeyChangeRecord
+    room = await make_room(h)
+    tok = (await sync(h, B))["next_batch"]
+    await h.projector.on_key_change(KeyChangeRecord(A))
+    await h.projector.on_key_change(KeyChangeRecord("@stranger:test.local"))
+    resp = await sync(h, B, tok)
+    assert resp["device_lists"] == {"changed": [A], "left": []}
+    tok = resp["next_batch"]
+    await feed(h, room.join(C))
+    resp = await sync(h, B, tok)
+    assert resp["device_lists"]["changed"] == [C]
+    tok = resp["next_batch"]
+    await feed(h, room.send("m.room.member", C, {"membership": "leave"}, C))
+    resp = await sync(h, B, tok)
+    assert resp["device_lists"] == {"changed": [], "left": [C]}
+    # Long-poll woken by a key change of someone sharing a room.
+    tok = resp["next_batch"]
+    task = asyncio.create_task(h.engine.sync(SyncRequest(B, "DEV", since=parse_token(tok), timeout_ms=5000)))
+    await asyncio.sleep(0.02)
+    await h.projector.on_key_change(KeyChangeRecord(A))
+    resp = await asyncio.wait_for(task, 2)
+    assert resp["device_lists"]["changed"] == [A]
