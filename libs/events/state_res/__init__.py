@@ -23,6 +23,7 @@ from ._common import (
     StateResolutionError,
     auth_ids,
     auth_keys_for_event,
+    check_entries,
     separate,
 )
 from .v1 import resolve_v1, separate_v1
@@ -47,30 +48,20 @@ class _AuthChainLoader(Protocol):
         ...
 
 
-def _check_state_sets(state_sets: object) -> list[dict[StateKey, str]]:
-    """Type-check the input (each distinct key and event ID once: rooms are large and
-    state sets mostly overlap). The dicts are not copied; nothing mutates them."""
+def _check_state_sets(state_sets: object, entries: bool) -> list[dict[StateKey, str]]:
+    """Check the containers; with `entries`, every key and event ID too (v2's
+    `separate` checks entries itself as it goes, at no extra cost). Not copied:
+    nothing mutates the input."""
     if not isinstance(state_sets, (list, tuple)):
         raise StateResolutionError("state_sets must be a list of state maps")
     out: list[dict[StateKey, str]] = []
-    keys: set[object] = set()
-    values: set[object] = set()
     for s in state_sets:
         if not isinstance(s, Mapping):
             raise StateResolutionError("each state set must be a mapping")
         d = s if type(s) is dict else dict(s)
-        keys.update(d.keys())
-        try:
-            values.update(d.values())
-        except TypeError:
-            raise StateResolutionError("event IDs must be strings") from None
+        if entries:
+            check_entries(d.keys(), d.values())
         out.append(d)
-    for v in values:
-        if type(v) is not str:
-            raise StateResolutionError("event IDs must be strings")
-    for k in keys:
-        if type(k) is not tuple or len(k) != 2 or type(k[0]) is not str or type(k[1]) is not str:
-            raise StateResolutionError("state keys must be (event_type, state_key) pairs of strings")
     return out
 
 
@@ -83,7 +74,8 @@ def resolve_state_sync(
 ) -> dict[tuple[str, str], str]:
     """Resolve with every needed event in `events` (state events and their auth chains).
     `rejected_event_ids`: events rejected on receipt; v2 leaves them out of the checks."""
-    sets = _check_state_sets(state_sets)
+    v1 = room_version.state_res is StateResVersion.V1
+    sets = _check_state_sets(state_sets, entries=v1)
     if not sets:
         return {}
     if room_version.state_res is StateResVersion.V1:
@@ -138,7 +130,7 @@ async def resolve_state(
     If the loader has `get_auth_chain_ids`, the auth difference is computed from it and
     only the conflicted part of the DAG is loaded; otherwise the full auth chains of
     every state set are loaded and walked."""
-    sets = _check_state_sets(list(state_sets))
+    sets = _check_state_sets(list(state_sets), entries=room_version.state_res is StateResVersion.V1)
     if not sets:
         return {}
     pf = _Prefetcher(loader)

@@ -249,3 +249,34 @@ def test_rejected_events_are_left_out() -> None:
     out = resolve_state_sync(sim.room_version, sets, sim.events, rejected_event_ids={t2.event_id})
     assert out[(TOPIC, "")] == t1.event_id
     assert asyncio.iscoroutinefunction(resolve_state)
+
+
+def test_separate_same_answer_whatever_the_key_order() -> None:
+    from libs.events.state_res._common import separate
+
+    rng = random.Random(5)
+    base = {("m.room.member", f"@u{i}:x"): f"$e{i}" for i in range(300)}
+    sets = []
+    for j in range(6):
+        s = dict(base)
+        for i in rng.sample(range(300), 20):
+            s[("m.room.member", f"@u{i}:x")] = f"$f{i}.{j % 3}"
+        for i in rng.sample(range(300), 5):
+            del s[("m.room.member", f"@u{i}:x")]
+        s[("org.extra", str(j % 2))] = "$x"
+        sets.append(s)
+    expected = separate(sets)
+    for _ in range(3):
+        shuffled = []
+        for s in sets:
+            items = list(s.items())
+            rng.shuffle(items)
+            shuffled.append(dict(items))
+        assert separate(shuffled) == expected
+    unconflicted, conflicted = expected
+    for key in set().union(*sets):
+        vals = {s.get(key) for s in sets}
+        if len(vals) == 1:
+            assert unconflicted[key] == vals.pop()
+        else:
+            assert conflicted[key] == vals - {None}
