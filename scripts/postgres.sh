@@ -6,14 +6,17 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUN=${AXON_RUN_DIR:-$ROOT/.run}
 PORT=${PG_PORT:-55432}
-DIR=$RUN/postgres
-# As root the server runs as the `postgres` user, which must be able to reach DIR;
-# a checkout under a private directory (mode 700) is not, so fall back to /tmp.
-if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1; then
-  mkdir -p "$RUN"
-  if ! runuser -u postgres -- test -x "$RUN"; then DIR=/tmp/axon-postgres-$PORT; fi
-fi
-DATA=$DIR/data
+choose_dir() {
+  DIR=$RUN/postgres
+  # As root the server runs as the `postgres` user, which must be able to reach DIR;
+  # a checkout under a private directory (mode 700) is not, so fall back to /tmp.
+  if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1; then
+    mkdir -p "$RUN"
+    if ! runuser -u postgres -- test -x "$RUN"; then DIR=/tmp/axon-postgres-$PORT; fi
+  fi
+  DATA=$DIR/data
+}
+choose_dir
 
 bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 
@@ -33,6 +36,7 @@ ready() { as_pg "$(bindir)/pg_isready" -q -h 127.0.0.1 -p "$PORT"; }
 
 start() {
   install
+  choose_dir
   BIN=$(bindir)
   mkdir -p "$DIR"
   if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$DIR"; chmod 755 "$RUN" 2>/dev/null || true; fi
