@@ -8,6 +8,8 @@ after the snapshot wakes it, and then rebuilds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +91,12 @@ class SyncEngine:
                 device_lists=min(since.device_lists, now.device_lists))
         if memberships is None:
             memberships = await self.store.rooms_for_user(req.user_id)
+        ignored = await self.ignored_users(req.user_id)
+        if ignored:
+            # Events (and invites) from ignored users are never shown (spec "Ignoring Users").
+            tl = req.filter.room.timeline
+            req = dataclasses.replace(req, filter=dataclasses.replace(req.filter, room=dataclasses.replace(
+                req.filter.room, timeline=dataclasses.replace(tl, not_senders=list(tl.not_senders) + sorted(ignored)))))
         now_ms = self.clock_ms()
         rf = req.filter.room
         joined: dict[str, Any] = {}
@@ -131,6 +139,8 @@ class SyncEngine:
                     req, m.room_id, since, now, now_ms, full=(since is None or req.full_state or newly),
                     receipts=receipts_by_room.get(m.room_id, []), account_data=room_acc.get(m.room_id, []))
             if m.membership == "invite" and (since is None or m.room_id in changes):
+                if ignored and await self._invited_by(m) in ignored:
+                    return "", None
                 return "invite", await self._invite_room(m, now_ms)
             if m.membership == "knock" and (since is None or m.room_id in changes):
                 return "knock", {"knock_state": {"events": await self._stripped_state(m, now_ms, "knock")}}
@@ -169,6 +179,20 @@ class SyncEngine:
                     for part in ("timeline", "state"):
                         room[part]["events"] = [apply_event_fields(e, fields) for e in room[part]["events"]]
         return resp, has_data
+
+    async def ignored_users(self, user_id: str) -> set[str]:
+        content = await self.store.account_data_content(self.store.db, user_id, "", "m.ignored_user_list")
+        if content is None:
+            return set()
+        try:
+            ignored = json.loads(content).get("ignored_users")
+        except (ValueError, AttributeError):
+            return set()
+        return {u for u in ignored if isinstance(u, str)} if isinstance(ignored, dict) else set()
+
+    async def _invited_by(self, m: MembershipRow) -> str | None:
+        rows = await self.store.events_by_ids([m.event_id])
+        return rows[m.event_id].sender if m.event_id in rows else None
 
     async def _newly_joined(self, room_id: str, user_id: str, since: int, deltas: list[StateDelta]) -> bool:
         """Whether the user joined after `since` (a profile change, join -> join, is not a join)."""

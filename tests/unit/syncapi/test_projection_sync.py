@@ -445,3 +445,16 @@ async def test_device_lists_changed_and_left(h: Harness) -> None:
     await h.projector.on_key_change(KeyChangeRecord(A))
     resp = await asyncio.wait_for(task, 2)
     assert resp["device_lists"]["changed"] == [A]
+
+
+async def test_ignored_users_hidden(h: Harness) -> None:
+    room = await make_room(h, members=(B, C))
+    h.userapi.account_data[(B, "", "m.ignored_user_list")] = {"ignored_users": {C: {}}}
+    await h.projector.on_client_data(ClientDataRecord(B, "", "m.ignored_user_list"))
+    await feed(h, room.msg(C, "noise"), room.msg(A, "signal"))
+    room2 = FakeRoom("!inv:test.local")
+    await feed(h, *room2.create(C))
+    await feed(h, room2.send("m.room.member", C, {"membership": "invite"}, B))
+    resp = await sync(h, B)
+    assert bodies(resp["rooms"]["join"][room.room_id]["timeline"]["events"]) == ["signal"]
+    assert room2.room_id not in resp["rooms"]["invite"]
