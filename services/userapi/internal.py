@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from libs.config.model import HomeserverConfig
-from libs.log.api import Producer
+from libs.errors import unavailable
+from libs.log.api import LogError, Producer
 from services.userapi import pushrules
 from services.userapi.api import (
     TOPIC_CLIENT_DATA,
@@ -89,7 +90,13 @@ class UserapiInternal:
     async def _publish(self, user_id: str, value: dict[str, Any]) -> None:
         if self.producer is None:
             return
-        await self.producer.send(TOPIC_CLIENT_DATA, user_id, json.dumps(value).encode("utf-8"))
+        try:
+            await self.producer.send(TOPIC_CLIENT_DATA, user_id, json.dumps(value).encode("utf-8"))
+        except LogError as e:
+            # The change is stored; the client retries (PUTs are idempotent) and the
+            # retry publishes it.
+            log.warning("could not publish %s for %s: %s", value.get("type"), user_id, e)
+            raise unavailable() from e
 
     def _revoked(self, user_id: str) -> None:
         for hook in self.token_revoked_hooks:

@@ -11,13 +11,16 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter
 
 from libs.config.model import HomeserverConfig
-from libs.log.api import EventLog
+from libs.log.api import EventLog, TopicSpec
 from libs.storage import Database
+from services.userapi.api import TOPIC_CLIENT_DATA
 from services.userapi.client_auth import ClientAuth
 from services.userapi.internal import UserapiInternal
 from services.userapi.storage.store import UserStore
 
 MIGRATIONS_PACKAGE = "services.userapi.storage.migrations"
+# Same count the syncapi asks for; ensure_topics leaves an existing topic as it is.
+CLIENT_DATA_PARTITIONS = 8
 
 
 class UserapiService:
@@ -43,7 +46,10 @@ class UserapiService:
         return True
 
     async def start(self) -> None:
-        """No consumers yet (push evaluation will consume roomserver.output later)."""
+        """Create the output topic. No consumers yet (push evaluation will consume
+        roomserver.output later)."""
+        if self.log is not None:
+            await self.log.ensure_topics([TopicSpec(TOPIC_CLIENT_DATA, CLIENT_DATA_PARTITIONS)])
 
     async def stop(self) -> None:
         """Nothing to stop; the database is closed by whoever opened it."""

@@ -243,3 +243,35 @@ async def test_concurrent_registration_of_one_name(userapi: UserapiInternal) -> 
     ok = [r for r in results if not isinstance(r, BaseException)]
     errs = [r for r in results if isinstance(r, MatrixError)]
     assert len(ok) == 1 and len(errs) == 4 and all(e.errcode == "M_USER_IN_USE" for e in errs)
+
+
+async def test_publishes_on_embedded_log(userapi_db, hs_config, tmp_path) -> None:
+    import json as _json
+
+    from libs.log.embedded import EmbeddedLog
+    from services.userapi.service import UserapiService
+
+    log = EmbeddedLog(str(tmp_path / "log.db"))
+    await log.start()
+    try:
+        service = UserapiService(hs_config, userapi_db, log, bcrypt_rounds=4)
+        await service.start()
+        assert await log.partitions_for(TOPIC_CLIENT_DATA) == 8
+        await service.api.set_account_data("@z:test.local", "", "m.direct", {"k": 1})
+        await service.api.put_push_rule("@z:test.local", "override", "r", {"actions": [], "conditions": []})
+        consumer = log.consumer("test", [TOPIC_CLIENT_DATA])
+        await consumer.start()
+        got = []
+        for _ in range(20):
+            got += await consumer.getmany(timeout_ms=200)
+            if len(got) >= 2:
+                break
+        await consumer.stop()
+        values = [_json.loads(r.value) for r in got]
+        assert all(r.key == "@z:test.local" for r in got)
+        assert [v["data_type"] for v in values] == ["m.direct", "m.push_rules"]
+        assert values[0]["stream_id"] < values[1]["stream_id"]
+        assert await service.readiness_checks[0]()
+        await service.stop()
+    finally:
+        await log.stop()
