@@ -7,6 +7,7 @@ gaps or duplicates.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,9 @@ class History:
             raise invalid_param("dir must be 'b' or 'f'")
         limit = max(0, min(limit, 1000))
         vis = await self._visibility(room_id, user_id)
+        ignored = await self.store.ignored_users(user_id)
+        if ignored:
+            flt = dataclasses.replace(flt, not_senders=list(flt.not_senders) + sorted(ignored))
         now = self.positions.events
         backwards = dir_ == "b"
         start = _token_pos(from_) if from_ else (now if backwards else 0)

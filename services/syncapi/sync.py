@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,14 +180,7 @@ class SyncEngine:
         return resp, has_data
 
     async def ignored_users(self, user_id: str) -> set[str]:
-        content = await self.store.account_data_content(self.store.db, user_id, "", "m.ignored_user_list")
-        if content is None:
-            return set()
-        try:
-            ignored = json.loads(content).get("ignored_users")
-        except (ValueError, AttributeError):
-            return set()
-        return {u for u in ignored if isinstance(u, str)} if isinstance(ignored, dict) else set()
+        return await self.store.ignored_users(user_id)
 
     async def _invited_by(self, m: MembershipRow) -> str | None:
         rows = await self.store.events_by_ids([m.event_id])

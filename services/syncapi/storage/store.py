@@ -444,6 +444,17 @@ class SyncStore:
             "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
             user_id, room_id, data_type)
 
+    async def ignored_users(self, user_id: str) -> set[str]:
+        """The user's m.ignored_user_list (from the projected account data)."""
+        content = await self.account_data_content(self.db, user_id, "", "m.ignored_user_list")
+        if content is None:
+            return set()
+        try:
+            ignored = json.loads(content).get("ignored_users")
+        except (ValueError, AttributeError):
+            return set()
+        return {u for u in ignored if isinstance(u, str)} if isinstance(ignored, dict) else set()
+
     async def account_data(self, user_id: str, after: int, upto: int) -> list[tuple[str, str, dict[str, Any]]]:
         rows = await self.db.fetch(
             "SELECT room_id, data_type, content FROM account_data WHERE user_id = $1 AND stream_pos > $2 "

@@ -458,3 +458,6 @@ async def test_ignored_users_hidden(h: Harness) -> None:
     resp = await sync(h, B)
     assert bodies(resp["rooms"]["join"][room.room_id]["timeline"]["events"]) == ["signal"]
     assert room2.room_id not in resp["rooms"]["invite"]
+    page = await History(h.store, h.positions).messages(room.room_id, B, None, from_=None, to=None, dir_="b",
+                                                        limit=10, flt=EventFilter())
+    assert "noise" not in bodies(page["chunk"]) and "signal" in bodies(page["chunk"])
