@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from libs.storage import Database, UniqueViolation
+from libs.errors import invalid_param
+from libs.storage import Connection, Database, Row, UniqueViolation
 
 
 def _dumps(value: Any) -> str:
@@ -70,9 +73,58 @@ class UIASessionRow:
     completed: list[str]
 
 
+def _check_args(args: Sequence[Any]) -> None:
+    # PostgreSQL TEXT cannot hold NUL; refuse it on both databases alike (a 400,
+    # not a driver error). JSON columns are safe: json.dumps escapes control chars.
+    for a in args:
+        if isinstance(a, str) and "\x00" in a:
+            raise invalid_param("Strings may not contain NUL characters")
+
+
+class _Guarded:
+    """A Connection that checks every statement's arguments first."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        _check_args(args)
+        await self._conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        for r in rows:
+            _check_args(r)
+        await self._conn.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        _check_args(args)
+        return await self._conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        _check_args(args)
+        return await self._conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        _check_args(args)
+        return await self._conn.fetchval(sql, *args)
+
+
+class _GuardedDatabase(_Guarded):
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._db = db
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Guarded]:
+        async with self._db.transaction() as tx:
+            yield _Guarded(tx)
+
+
 class UserStore:
     def __init__(self, db: Database) -> None:
-        self.db = db
+        self.db = db  # unguarded, for pings and tests
+        self.q = _GuardedDatabase(db)
 
     # ---- accounts ------------------------------------------------------------
     async def insert_account(
@@ -81,7 +133,7 @@ class UserStore:
     ) -> bool:
         """False if the localpart is taken."""
         try:
-            got = await self.db.fetchval(
+            got = await self.q.fetchval(
                 "INSERT INTO accounts (localpart, user_id, password_hash, created_ts, is_guest, is_admin)"
                 " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (localpart) DO NOTHING RETURNING localpart",
                 localpart, user_id, password_hash, created_ts, is_guest, is_admin,
@@ -91,7 +143,7 @@ class UserStore:
         return got is not None
 
     async def get_account(self, localpart: str) -> AccountRow | None:
-        r = await self.db.fetchrow(
+        r = await self.q.fetchrow(
             "SELECT localpart, user_id, password_hash, created_ts, is_guest, is_admin, deactivated"
             " FROM accounts WHERE localpart = $1",
             localpart,
@@ -101,13 +153,13 @@ class UserStore:
         return AccountRow(r[0], r[1], r[2], int(r[3]), bool(r[4]), bool(r[5]), bool(r[6]))
 
     async def set_password_hash(self, localpart: str, password_hash: str | None) -> None:
-        await self.db.execute(
+        await self.q.execute(
             "UPDATE accounts SET password_hash = $2 WHERE localpart = $1", localpart, password_hash
         )
 
     async def deactivate(self, localpart: str, user_id: str) -> None:
         """Mark deactivated, drop password, devices and tokens, clear the profile."""
-        async with self.db.transaction() as tx:
+        async with self.q.transaction() as tx:
             await tx.execute(
                 "UPDATE accounts SET deactivated = TRUE, password_hash = NULL WHERE localpart = $1",
                 localpart,
@@ -120,7 +172,7 @@ class UserStore:
             )
 
     async def count_accounts(self) -> int:
-        return int(await self.db.fetchval("SELECT COUNT(*) FROM accounts"))
+        return int(await self.q.fetchval("SELECT COUNT(*) FROM accounts"))
 
     # ---- devices and tokens --------------------------------------------------
     async def create_device_with_token(
@@ -128,7 +180,7 @@ class UserStore:
     ) -> None:
         """Create the device if new (an existing device keeps its name) and give it
         `token_hash` as its only access token."""
-        async with self.db.transaction() as tx:
+        async with self.q.transaction() as tx:
             await tx.execute(
                 "INSERT INTO devices (user_id, device_id, display_name, created_ts)"
                 " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO NOTHING",
@@ -144,7 +196,7 @@ class UserStore:
             )
 
     async def get_token(self, token_hash: str) -> TokenRow | None:
-        r = await self.db.fetchrow(
+        r = await self.q.fetchrow(
             "SELECT t.user_id, t.device_id, a.is_guest, d.display_name, d.last_seen_ts, d.last_seen_ip"
             " FROM access_tokens t"
             " JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id"
@@ -158,7 +210,7 @@ class UserStore:
 
     async def delete_token(self, token_hash: str) -> tuple[str, str] | None:
         """Delete a token and its device; returns (user_id, device_id) or None."""
-        async with self.db.transaction() as tx:
+        async with self.q.transaction() as tx:
             r = await tx.fetchrow(
                 "DELETE FROM access_tokens WHERE token_hash = $1 RETURNING user_id, device_id",
                 token_hash,
@@ -174,7 +226,7 @@ class UserStore:
         return DeviceRow(r[0], r[1], r[2], None if r[3] is None else int(r[3]), r[4])
 
     async def list_devices(self, user_id: str) -> list[DeviceRow]:
-        rows = await self.db.fetch(
+        rows = await self.q.fetch(
             "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip"
             " FROM devices WHERE user_id = $1 ORDER BY device_id",
             user_id,
@@ -182,7 +234,7 @@ class UserStore:
         return [self._device(r) for r in rows]
 
     async def get_device(self, user_id: str, device_id: str) -> DeviceRow | None:
-        r = await self.db.fetchrow(
+        r = await self.q.fetchrow(
             "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip"
             " FROM devices WHERE user_id = $1 AND device_id = $2",
             user_id, device_id,
@@ -190,7 +242,7 @@ class UserStore:
         return None if r is None else self._device(r)
 
     async def update_device_name(self, user_id: str, device_id: str, name: str | None) -> bool:
-        r = await self.db.fetchval(
+        r = await self.q.fetchval(
             "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2"
             " RETURNING device_id",
             user_id, device_id, name,
@@ -198,14 +250,14 @@ class UserStore:
         return r is not None
 
     async def update_last_seen(self, user_id: str, device_id: str, ts: int, ip: str | None) -> None:
-        await self.db.execute(
+        await self.q.execute(
             "UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4"
             " WHERE user_id = $1 AND device_id = $2",
             user_id, device_id, ts, ip,
         )
 
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
-        async with self.db.transaction() as tx:
+        async with self.q.transaction() as tx:
             for device_id in device_ids:
                 await tx.execute(
                     "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
@@ -217,7 +269,7 @@ class UserStore:
 
     async def delete_all_devices(self, user_id: str, except_device: str | None = None) -> None:
         keep = except_device if except_device is not None else ""
-        async with self.db.transaction() as tx:
+        async with self.q.transaction() as tx:
             await tx.execute(
                 "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2", user_id, keep
             )
@@ -227,20 +279,20 @@ class UserStore:
 
     # ---- profiles ------------------------------------------------------------
     async def get_profile(self, user_id: str) -> tuple[str | None, str | None] | None:
-        r = await self.db.fetchrow(
+        r = await self.q.fetchrow(
             "SELECT displayname, avatar_url FROM profiles WHERE user_id = $1", user_id
         )
         return None if r is None else (r[0], r[1])
 
     async def set_displayname(self, user_id: str, displayname: str | None) -> None:
-        await self.db.execute(
+        await self.q.execute(
             "INSERT INTO profiles (user_id, displayname) VALUES ($1, $2)"
             " ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname",
             user_id, displayname,
         )
 
     async def set_avatar_url(self, user_id: str, avatar_url: str | None) -> None:
-        await self.db.execute(
+        await self.q.execute(
             "INSERT INTO profiles (user_id, avatar_url) VALUES ($1, $2)"
             " ON CONFLICT (user_id) DO UPDATE SET avatar_url = excluded.avatar_url",
             user_id, avatar_url,
@@ -251,7 +303,7 @@ class UserStore:
         self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]
     ) -> int:
         """Store and return the change's stream position."""
-        async with self.db.transaction() as tx:
+        async with self.q.transaction() as tx:
             stream_id = int(await tx.fetchval(
                 "INSERT INTO account_data_stream (user_id) VALUES ($1) RETURNING stream_id", user_id
             ))
@@ -265,21 +317,21 @@ class UserStore:
 
     async def bump_account_data_stream(self, user_id: str) -> int:
         """A stream position for a change stored elsewhere (push rules)."""
-        return int(await self.db.fetchval(
+        return int(await self.q.fetchval(
             "INSERT INTO account_data_stream (user_id) VALUES ($1) RETURNING stream_id", user_id
         ))
 
     async def get_account_data(
         self, user_id: str, room_id: str, data_type: str
     ) -> dict[str, Any] | None:
-        raw = await self.db.fetchval(
+        raw = await self.q.fetchval(
             "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
             user_id, room_id, data_type,
         )
         return None if raw is None else json.loads(raw)
 
     async def get_account_data_since(self, user_id: str, since: int) -> list[AccountDataRow]:
-        rows = await self.db.fetch(
+        rows = await self.q.fetch(
             "SELECT room_id, data_type, content, stream_id FROM account_data"
             " WHERE user_id = $1 AND stream_id > $2 ORDER BY stream_id",
             user_id, since,
@@ -287,7 +339,7 @@ class UserStore:
         return [AccountDataRow(r[0], r[1], json.loads(r[2]), int(r[3])) for r in rows]
 
     async def max_account_data_stream_id(self) -> int:
-        v = await self.db.fetchval("SELECT MAX(stream_id) FROM account_data_stream")
+        v = await self.q.fetchval("SELECT MAX(stream_id) FROM account_data_stream")
         return 0 if v is None else int(v)
 
     # ---- filters -------------------------------------------------------------
@@ -295,14 +347,14 @@ class UserStore:
         """Store a filter (identical filters share one ID) and return its ID."""
         text = _dumps(filter_json)
         for _ in range(5):
-            existing = await self.db.fetchval(
+            existing = await self.q.fetchval(
                 "SELECT filter_id FROM filters WHERE user_id = $1 AND filter_json = $2",
                 user_id, text,
             )
             if existing is not None:
                 return int(existing)
             try:
-                async with self.db.transaction() as tx:
+                async with self.q.transaction() as tx:
                     next_id = int(await tx.fetchval(
                         "SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1",
                         user_id,
@@ -317,7 +369,7 @@ class UserStore:
         raise UniqueViolation("could not allocate a filter ID")
 
     async def get_filter(self, user_id: str, filter_id: int) -> dict[str, Any] | None:
-        raw = await self.db.fetchval(
+        raw = await self.q.fetchval(
             "SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2",
             user_id, filter_id,
         )
@@ -325,7 +377,7 @@ class UserStore:
 
     # ---- push rules ----------------------------------------------------------
     async def list_push_rules(self, user_id: str) -> list[PushRuleRow]:
-        rows = await self.db.fetch(
+        rows = await self.q.fetch(
             "SELECT kind, rule_id, priority, conditions, pattern, actions, enabled"
             " FROM push_rules WHERE user_id = $1 ORDER BY kind, priority DESC, rule_id",
             user_id,
@@ -343,7 +395,7 @@ class UserStore:
         conditions: list[Any] | None, pattern: str | None, actions: list[Any],
     ) -> None:
         """Insert or replace a user rule (replacing keeps its enabled flag)."""
-        await self.db.execute(
+        await self.q.execute(
             "INSERT INTO push_rules (user_id, kind, rule_id, priority, conditions, pattern, actions)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, kind, rule_id) DO UPDATE"
             " SET priority = excluded.priority, conditions = excluded.conditions,"
@@ -353,7 +405,7 @@ class UserStore:
         )
 
     async def delete_push_rule(self, user_id: str, kind: str, rule_id: str) -> bool:
-        r = await self.db.fetchval(
+        r = await self.q.fetchval(
             "DELETE FROM push_rules WHERE user_id = $1 AND kind = $2 AND rule_id = $3"
             " RETURNING rule_id",
             user_id, kind, rule_id,
@@ -361,7 +413,7 @@ class UserStore:
         return r is not None
 
     async def set_user_rule_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> bool:
-        r = await self.db.fetchval(
+        r = await self.q.fetchval(
             "UPDATE push_rules SET enabled = $4 WHERE user_id = $1 AND kind = $2 AND rule_id = $3"
             " RETURNING rule_id",
             user_id, kind, rule_id, enabled,
@@ -369,7 +421,7 @@ class UserStore:
         return r is not None
 
     async def set_user_rule_actions(self, user_id: str, kind: str, rule_id: str, actions: list[Any]) -> bool:
-        r = await self.db.fetchval(
+        r = await self.q.fetchval(
             "UPDATE push_rules SET actions = $4 WHERE user_id = $1 AND kind = $2 AND rule_id = $3"
             " RETURNING rule_id",
             user_id, kind, rule_id, _dumps(actions),
@@ -379,7 +431,7 @@ class UserStore:
     async def list_default_overrides(
         self, user_id: str
     ) -> dict[tuple[str, str], tuple[bool | None, list[Any] | None]]:
-        rows = await self.db.fetch(
+        rows = await self.q.fetch(
             "SELECT kind, rule_id, enabled, actions FROM push_rule_defaults WHERE user_id = $1",
             user_id,
         )
@@ -389,14 +441,14 @@ class UserStore:
         }
 
     async def set_default_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> None:
-        await self.db.execute(
+        await self.q.execute(
             "INSERT INTO push_rule_defaults (user_id, kind, rule_id, enabled) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (user_id, kind, rule_id) DO UPDATE SET enabled = excluded.enabled",
             user_id, kind, rule_id, enabled,
         )
 
     async def set_default_actions(self, user_id: str, kind: str, rule_id: str, actions: list[Any]) -> None:
-        await self.db.execute(
+        await self.q.execute(
             "INSERT INTO push_rule_defaults (user_id, kind, rule_id, actions) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (user_id, kind, rule_id) DO UPDATE SET actions = excluded.actions",
             user_id, kind, rule_id, _dumps(actions),
@@ -404,14 +456,14 @@ class UserStore:
 
     # ---- user-interactive auth sessions --------------------------------------
     async def create_uia_session(self, session_id: str, purpose: str, user_id: str | None, ts: int) -> None:
-        await self.db.execute(
+        await self.q.execute(
             "INSERT INTO uia_sessions (session_id, purpose, user_id, created_ts, completed)"
             " VALUES ($1, $2, $3, $4, $5)",
             session_id, purpose, user_id, ts, "[]",
         )
 
     async def get_uia_session(self, session_id: str) -> UIASessionRow | None:
-        r = await self.db.fetchrow(
+        r = await self.q.fetchrow(
             "SELECT session_id, purpose, user_id, created_ts, completed FROM uia_sessions"
             " WHERE session_id = $1",
             session_id,
@@ -421,13 +473,13 @@ class UserStore:
         return UIASessionRow(r[0], r[1], r[2], int(r[3]), json.loads(r[4]))
 
     async def set_uia_completed(self, session_id: str, completed: list[str]) -> None:
-        await self.db.execute(
+        await self.q.execute(
             "UPDATE uia_sessions SET completed = $2 WHERE session_id = $1",
             session_id, _dumps(completed),
         )
 
     async def delete_uia_session(self, session_id: str) -> None:
-        await self.db.execute("DELETE FROM uia_sessions WHERE session_id = $1", session_id)
+        await self.q.execute("DELETE FROM uia_sessions WHERE session_id = $1", session_id)
 
     async def delete_uia_sessions_before(self, ts: int) -> None:
-        await self.db.execute("DELETE FROM uia_sessions WHERE created_ts < $1", ts)
+        await self.q.execute("DELETE FROM uia_sessions WHERE created_ts < $1", ts)

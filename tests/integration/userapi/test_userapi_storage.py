@@ -275,3 +275,21 @@ async def test_publishes_on_embedded_log(userapi_db, hs_config, tmp_path) -> Non
         await service.stop()
     finally:
         await log.stop()
+
+
+async def test_nul_characters_are_a_client_error(userapi: UserapiInternal) -> None:
+    await userapi.create_account("nul", "pw")
+    for call in (
+        userapi.set_displayname("@nul:test.local", "a\x00b"),
+        userapi.check_password("@n\x00l:test.local", "pw"),
+        userapi.create_device("@nul:test.local", "D\x00", None),
+        userapi.set_account_data("@nul:test.local", "!r\x00:x", "m.tag", {}),
+        userapi.put_push_rule("@nul:test.local", "override", "r\x00", {"actions": []}),
+        userapi.check_user_interactive_auth("register", [["m.login.dummy"]], {"session": "s\x00"}),
+    ):
+        with pytest.raises(MatrixError) as e:
+            await call
+        assert e.value.status == 400 and e.value.errcode == "M_INVALID_PARAM"
+    # JSON content with NUL is stored fine (escaped).
+    await userapi.set_account_data("@nul:test.local", "", "m.x", {"v": "a\x00b"})
+    assert await userapi.get_account_data("@nul:test.local", "", "m.x") == {"v": "a\x00b"}
