@@ -27,6 +27,7 @@ import axon
 from libs.ratelimit import RateLimiter
 from services.clientapi.routes.account_routers import build_account_routers
 from services.clientapi.routes.common import AccountRoutesContext
+from services.clientapi.profile_sync import ProfileSync
 from services.clientapi.service import ClientService
 from services.federationapi.service import FederationService
 from services.mediaapi.service import MIGRATIONS as MEDIA_MIGRATIONS
@@ -48,7 +49,8 @@ def log_adapter_config(cfg: HomeserverConfig) -> LogAdapterConfig:
         return LogAdapterConfig(kind="kafka", bootstrap_servers=c.kafka_bootstrap,
                                 client_id=c.kafka_client_id, topic_prefix=c.kafka_topic_prefix)
     os.makedirs(c.embedded_path, exist_ok=True)
-    return LogAdapterConfig(kind="embedded", path=os.path.join(c.embedded_path, "log.sqlite3"))
+    return LogAdapterConfig(kind="embedded", path=os.path.join(c.embedded_path, "log.sqlite3"),
+                            fsync=c.embedded_fsync)
 
 
 @dataclass
@@ -110,6 +112,9 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int = 12)
         config=config, userapi=userapi.api, auth=userapi.client_auth, ratelimiter=ratelimiter))
     clientapi = ClientService(config, event_log, roomserver=roomserver.api, userapi=userapi.api, auth=auth,
                               extra_client_routers=account_routers, wait_projected=syncapi.api.wait_for_event)
+    profile_sync = ProfileSync(roomserver.api, syncapi.api.wait_for_event)
+    userapi.api.profile_change_hooks.append(profile_sync.on_profile_change)
+    userapi.api.deactivation_hooks.append(profile_sync.on_deactivated)
     media = MediaService(config, await db("mediaapi", MEDIA_MIGRATIONS), auth)
     federation = FederationService(config.server_name, [signing_key], axon.__version__)
 

@@ -187,3 +187,29 @@ async def test_health_ready_metrics(client):
     assert r.status_code == 200, r.text
     m = await client.get("/metrics")
     assert m.status_code == 200 and "http_requests" in m.text
+
+
+async def test_displayname_change_updates_member_events(matrix):
+    alice = await matrix.register("alice")
+    room_id = await matrix.create_room(alice, preset="public_chat")
+    await matrix.request(alice, "PUT", f"/profile/{alice.user_id}/displayname", json={"displayname": "Alice A."})
+    member = await matrix.request(alice, "GET", f"/rooms/{room_id}/state/m.room.member/{alice.user_id}")
+    assert member == {"membership": "join", "displayname": "Alice A."}
+    # A user who joins later carries their profile in the join event.
+    bob = await matrix.register("bob")
+    await matrix.request(bob, "PUT", f"/profile/{bob.user_id}/displayname", json={"displayname": "Bobby"})
+    await matrix.join(bob, room_id)
+    member = await matrix.request(alice, "GET", f"/rooms/{room_id}/state/m.room.member/{bob.user_id}")
+    assert member["displayname"] == "Bobby"
+
+
+async def test_deactivation_leaves_rooms(matrix):
+    alice = await matrix.register("alice", password="pw-alice-123")
+    bob = await matrix.register("bob")
+    room_id = await matrix.create_room(bob, preset="public_chat")
+    await matrix.join(alice, room_id)
+    await matrix.request(alice, "POST", "/account/deactivate", json={
+        "auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": alice.user_id},
+                 "password": "pw-alice-123"}})
+    members = await matrix.request(bob, "GET", f"/rooms/{room_id}/joined_members")
+    assert alice.user_id not in members["joined"]
