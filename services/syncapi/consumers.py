@@ -49,6 +49,36 @@ def _from_dict(cls: Any, obj: Any) -> Any:
     return cls(**{k: v for k, v in obj.items() if k in names})
 
 
+def _check_types(rec: Any, **expected: Any) -> Any:
+    """Reject a record whose fields have the wrong JSON types (ValueError)."""
+    for name, typ in expected.items():
+        v = getattr(rec, name)
+        if not isinstance(v, typ) or (isinstance(v, bool) and typ in (int, (int,))):
+            raise ValueError(f"{type(rec).__name__}.{name}: wrong type")
+    return rec
+
+
+def parse_typing(obj: Any) -> TypingRecord:
+    return _check_types(_from_dict(TypingRecord, obj), room_id=str, user_id=str, typing=bool, timeout_ms=int)
+
+
+def parse_receipt(obj: Any) -> ReceiptRecord:
+    rec = _check_types(_from_dict(ReceiptRecord, obj), room_id=str, user_id=str, receipt_type=str, event_id=str,
+                       ts=int)
+    if rec.thread_id is not None and not isinstance(rec.thread_id, str):
+        raise ValueError("ReceiptRecord.thread_id: wrong type")
+    return rec
+
+
+def parse_to_device(obj: Any) -> ToDeviceRecord:
+    return _check_types(_from_dict(ToDeviceRecord, obj), sender=str, type=str, user_id=str, device_id=str,
+                        content=dict, message_id=str)
+
+
+def parse_client_data(obj: Any) -> ClientDataRecord:
+    return _check_types(_from_dict(ClientDataRecord, obj), user_id=str, room_id=str, data_type=str, type=str)
+
+
 def parse_output(obj: Any) -> OutputNewEvent | None:
     """An OutputNewEvent from a roomserver.output record (None for other kinds)."""
     if isinstance(obj, dict) and "event" not in obj:
@@ -60,6 +90,14 @@ def parse_output(obj: Any) -> OutputNewEvent | None:
     rec = _from_dict(OutputNewEvent, obj)
     if not isinstance(rec.event, dict) or not isinstance(rec.event.get("event_id"), str):
         raise ValueError("output event without event_id")
+    if not isinstance(rec.room_version, str) or not isinstance(rec.event.get("room_id"), str):
+        raise ValueError("output event without room_id/room_version")
+    for opt in ("device_id", "txn_id", "last_sent_event_id"):
+        if not isinstance(getattr(rec, opt), (str, type(None))):
+            setattr(rec, opt, None)
+    if not isinstance(rec.state_added, list) or not isinstance(rec.state_removed, list):
+        raise ValueError("state_added/state_removed must be lists")
+    rec.soft_failed, rec.rejected = rec.soft_failed is True, rec.rejected is True
     rec.state_added = [s for s in (rec.state_added or []) if isinstance(s, str)]
     rec.state_removed = [s for s in (rec.state_removed or []) if isinstance(s, str)]
     return rec
@@ -335,7 +373,7 @@ class SyncConsumers:
     async def _handle_typing(self, record: Record) -> None:
         obj = self._decode(record)
         try:
-            rec = _from_dict(TypingRecord, obj)
+            rec = parse_typing(obj)
         except (TypeError, ValueError):
             return
         if record.timestamp_ms and rec.typing and time.time() * 1000 - record.timestamp_ms > rec.timeout_ms:
@@ -344,21 +382,21 @@ class SyncConsumers:
 
     async def _handle_receipt(self, record: Record) -> None:
         try:
-            rec = _from_dict(ReceiptRecord, self._decode(record))
+            rec = parse_receipt(self._decode(record))
         except (TypeError, ValueError):
             return
         await self.projector.on_receipt(rec)
 
     async def _handle_to_device(self, record: Record) -> None:
         try:
-            rec = _from_dict(ToDeviceRecord, self._decode(record))
+            rec = parse_to_device(self._decode(record))
         except (TypeError, ValueError):
             return
         await self.projector.on_to_device(rec)
 
     async def _handle_client_data(self, record: Record) -> None:
         try:
-            rec = _from_dict(ClientDataRecord, self._decode(record))
+            rec = parse_client_data(self._decode(record))
         except (TypeError, ValueError):
             return
         await self.projector.on_client_data(rec)

@@ -70,3 +70,21 @@ async def test_topics_to_sync_and_replay_is_idempotent(h: Harness, tmp_path: Any
         assert [e["event_id"] for e in resp["rooms"]["join"][room.room_id]["timeline"]["events"]] == room.last[-10:]
     finally:
         await log.stop()
+
+
+def test_malformed_records_are_rejected_not_crashing() -> None:
+    import pytest as _pytest
+
+    from services.syncapi.consumers import parse_client_data, parse_output, parse_receipt, parse_to_device, parse_typing
+    bad = [None, [], "x", {}, {"room_id": 1, "user_id": "@a:b", "typing": True}, {"event": "nope"},
+           {"room_id": "!r", "user_id": "@a", "typing": "yes", "timeout_ms": 1},
+           {"room_id": "!r", "user_id": "@a", "receipt_type": "m.read", "event_id": "$e", "ts": True},
+           {"sender": "@a", "type": "t", "user_id": "@b", "device_id": "D", "content": [], "message_id": "m"}]
+    for parser in (parse_typing, parse_receipt, parse_to_device, parse_client_data, parse_output):
+        for obj in bad:
+            try:
+                if parser(obj) is None and parser is parse_output:
+                    continue  # not an event record: ignored
+            except (TypeError, ValueError):
+                continue
+            _pytest.fail(f"{parser.__name__} accepted {obj!r}")
