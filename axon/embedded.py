@@ -84,7 +84,7 @@ class Homeserver:
                 log.exception("closing a database failed")
 
 
-async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int = 12) -> Homeserver:
+async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | None = None) -> Homeserver:
     """Open the log and databases and construct every service (not started)."""
     signing_key = load_or_create_signing_key(config.signing_key_path)
     if config.media.store_path:
@@ -98,7 +98,8 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int = 12)
         dbs[name] = await open_database(config.database, name, migrations)
         return dbs[name]
 
-    userapi = UserapiService(config, await db("userapi", USERAPI_MIGRATIONS), event_log, bcrypt_rounds=bcrypt_rounds)
+    userapi = UserapiService(config, await db("userapi", USERAPI_MIGRATIONS), event_log,
+                             bcrypt_rounds=bcrypt_rounds or config.registration.bcrypt_rounds)
     roomserver = RoomserverService(
         config, await db("roomserver", RoomserverService.migrations_package), event_log,
         signing_key=signing_key, replies=InProcessReplies(),

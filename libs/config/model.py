@@ -32,6 +32,10 @@ class DatabaseConfig:
     statement_timeout_s: float = 30.0
     # SQLite: how long a writer from another process waits for the file lock.
     sqlite_busy_timeout_ms: int = 5000
+    # SQLite `PRAGMA synchronous`: "NORMAL" (WAL fsynced only at checkpoints:
+    # survives kill -9 / crashes of the process, may lose the last commits on
+    # power loss or OS crash) or "FULL" (fsync every commit: power-loss safe, slower).
+    sqlite_synchronous: str = "NORMAL"
 
 
 @dataclass
@@ -39,6 +43,9 @@ class LogConfig:
     """The event log (not logging): embedded durable log or Kafka."""
     kind: str = "embedded"  # "embedded" | "kafka"
     embedded_path: str = "data/log"
+    # fsync every embedded-log commit. false: kill -9 safe (appends reach the OS
+    # before send() returns), not power-loss safe; true: power-loss safe, slower.
+    embedded_fsync: bool = False
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic_prefix: str = "axon."
     kafka_client_id: str = "axon"
@@ -55,6 +62,8 @@ class RegistrationConfig:
     # Shared secret for the admin registration API / `axon create-user`; empty = off.
     shared_secret: str = ""
     allow_guests: bool = False
+    # bcrypt cost factor for password hashes (each +1 doubles the work).
+    bcrypt_rounds: int = 12
 
 
 @dataclass
