@@ -38,7 +38,8 @@ def _check_str(pdu: Mapping[str, Any], key: str, *, required: bool = True, sigil
         raise EventFormatError(f"{key!r} must be a string")
     if len(v.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
         raise EventFormatError(f"{key!r} is longer than {MAX_ID_BYTES} bytes", "M_TOO_LARGE")
-    if sigil is not None and not (v.startswith(sigil) and (":" in v or sigil == "$")):
+    # User IDs always have a server part; v12 room IDs (a hash) do not; event IDs vary.
+    if sigil is not None and not (v.startswith(sigil) and (":" in v or sigil != "@")):
         raise EventFormatError(f"{key!r} is not a valid identifier")
 
 

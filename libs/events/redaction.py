@@ -44,21 +44,24 @@ def redact(event: Mapping[str, Any], version: RoomVersion) -> dict[str, Any]:
     """Return the redacted form of a PDU (a new dict; the input is untouched)."""
     allowed = _TOP_LEVEL_ALWAYS if version.updated_redaction_rules else _TOP_LEVEL_ALWAYS | _TOP_LEVEL_PRE_V11
     out = {k: v for k, v in event.items() if k in allowed}
+    etype = event.get("type")
+    if version.hydra and etype == "m.room.create":
+        # v12 create events have no room_id (it is derived from their hash), so a
+        # stray one is not protected and cannot change the event ID.
+        out.pop("room_id", None)
     content = event.get("content")
     if not isinstance(content, dict):
         content = {}
-    etype = event.get("type")
     kept = _kept_content_keys(etype if isinstance(etype, str) else "", version)
     if kept is None:
         new_content = dict(content)
     else:
         new_content = {k: v for k, v in content.items() if k in kept}
-    if (
-        etype == "m.room.member"
-        and version.updated_redaction_rules
-        and isinstance(content.get("third_party_invite"), dict)
-        and "signed" in content["third_party_invite"]
-    ):
-        new_content["third_party_invite"] = {"signed": content["third_party_invite"]["signed"]}
+    if etype == "m.room.member" and version.updated_redaction_rules:
+        tpi = content.get("third_party_invite")
+        if isinstance(tpi, dict):
+            # v11 keeps third_party_invite.signed; like Synapse (whose event IDs everyone
+            # computes against) an object without `signed` is kept as {}.
+            new_content["third_party_invite"] = {"signed": tpi["signed"]} if "signed" in tpi else {}
     out["content"] = new_content
     return out

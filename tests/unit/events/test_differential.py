@@ -34,7 +34,7 @@ from synapse.synapse_rust.events import redact_event_dict  # noqa: E402
 
 LONG = os.environ.get("AXON_LONG_FUZZ") == "1"
 N = 2000 if LONG else 100
-SETTINGS = settings(max_examples=N, derandomize=not LONG, deadline=None,
+SETTINGS = settings(max_examples=N, derandomize=not LONG, deadline=None, database=None if not LONG else settings.default.database,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 VERSIONS = [str(n) for n in range(1, 13)]
 
