@@ -347,7 +347,7 @@ class SyncEngine:
         if own is not None:
             own_ev = (await format_events(self.store, [own], device_id=None, now_ms=now_ms))[0]
             own_ev.get("unsigned", {}).pop(f"{kind}_room_state", None)
-            out = [e for e in out if not (e.get("type") == "m.room.member" and e.get("state_key") == m.room_id)]
+            out = [e for e in out if not (e.get("type") == "m.room.member" and e.get("state_key") == own.state_key)]
             out.append(own_ev)
         return out
 

@@ -461,3 +461,25 @@ async def test_ignored_users_hidden(h: Harness) -> None:
     page = await History(h.store, h.positions).messages(room.room_id, B, None, from_=None, to=None, dir_="b",
                                                         limit=10, flt=EventFilter())
     assert "noise" not in bodies(page["chunk"]) and "signal" in bodies(page["chunk"])
+
+
+async def test_knock_section_and_carried_invite_state(h: Harness) -> None:
+    room = FakeRoom("!k:test.local")
+    await feed(h, *room.create(A))
+    await feed(h, room.send("m.room.join_rules", A, {"join_rule": "knock"}, ""))
+    tok = (await sync(h, C))["next_batch"]
+    await feed(h, room.send("m.room.member", C, {"membership": "knock"}, C))
+    resp = await sync(h, C, tok)
+    ks = resp["rooms"]["knock"][room.room_id]["knock_state"]["events"]
+    assert any(e["type"] == "m.room.join_rules" and e["content"]["join_rule"] == "knock" for e in ks)
+    assert [e["content"]["membership"] for e in ks if e["type"] == "m.room.member"] == ["knock"]
+    # An invite carrying its own stripped state (e.g. from federation) uses it as is.
+    room2 = FakeRoom("!far:test.local")
+    await feed(h, *room2.create(A))
+    pdu = room2.make("m.room.member", A, {"membership": "invite"}, B)
+    pdu["unsigned"] = {"invite_room_state": [{"type": "m.room.name", "state_key": "", "sender": A,
+                                              "content": {"name": "Far"}}]}
+    await feed(h, room2.output(pdu))
+    inv = (await sync(h, B))["rooms"]["invite"][room2.room_id]["invite_state"]["events"]
+    assert [e["type"] for e in inv] == ["m.room.name", "m.room.member"]
+    assert "invite_room_state" not in inv[-1].get("unsigned", {})
