@@ -15,11 +15,12 @@ from typing import Any, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Request
 
-from libs.errors import MatrixError
+from libs.errors import MatrixError, limit_exceeded
 from libs.http.body import read_json_body
 from libs.events.client_format import to_client_event
 from libs.events.room_versions import ROOM_VERSIONS
 from libs.log.api import Producer
+from libs.ratelimit import RateLimiter
 from services.roomserver.api import CreateRoomRequest, NewEventRequest, RoomserverAPI
 from services.userapi.api import Device, UserAPI
 
@@ -43,6 +44,7 @@ class RoomRoutesDeps:
     # Read-your-writes: wait (bounded) until the syncapi has projected an event, so a
     # client's /sync or /messages right after its write sees it. None: don't wait.
     wait_projected: Callable[[str], Awaitable[Any]] | None = None
+    ratelimiter: RateLimiter | None = None
     default_room_version: str = "11"
     topic_prefix: str = ""
 
@@ -80,6 +82,12 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
     router = APIRouter()
     rs = deps.roomserver
     auth = deps.auth
+
+    def limit(action: str, user_id: str) -> None:
+        if deps.ratelimiter is not None:
+            wait = deps.ratelimiter.check(action, user_id)
+            if wait:
+                raise limit_exceeded(wait)
 
     async def ensure_room(room_id: str) -> None:
         _check_room_id(room_id)
@@ -121,6 +129,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         raise _err(400, "M_INVALID_PARAM", "Not a room ID or alias")
 
     async def do_join(room_id: str, device: Device, body: dict[str, Any]) -> dict[str, Any]:
+        limit("join", device.user_id)
         await ensure_room(room_id)
         content: dict[str, Any] = {"membership": "join", **await profile_content(device.user_id)}
         reason = _opt_str(body, "reason")
@@ -228,6 +237,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         if "user_id" not in body:
             raise _err(400, "M_MISSING_PARAM", "Missing 'user_id'")
         target = _check_user_id(body["user_id"])
+        limit("invite", device.user_id)
         extra = await profile_content(target) if target.endswith(":" + deps.server_name) else {}
         return await membership_change(room_id, device, target, "invite", body, extra)
 
@@ -273,6 +283,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
     async def send_message(room_id: str, event_type: str, txn_id: str, request: Request,
                            device: Device = Depends(auth)) -> dict[str, Any]:
         body = await _json_body(request)
+        limit("message", device.user_id)
         await ensure_room(room_id)
         event_id = await send(NewEventRequest(room_id=room_id, type=event_type, sender=device.user_id,
                                               content=body, device_id=device.device_id, txn_id=txn_id))

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from libs.config.model import HomeserverConfig
 from libs.log.api import EventLog
+from libs.ratelimit import RateLimiter
 from services.roomserver.api import RoomserverAPI
 from services.userapi.api import UserAPI
 
@@ -23,11 +24,13 @@ class ClientService:
     def __init__(self, config: HomeserverConfig, log: EventLog, *, roomserver: RoomserverAPI,
                  userapi: UserAPI, auth: Callable[..., Awaitable[Any]],
                  extra_client_routers: list[APIRouter] | None = None,
-                 wait_projected: Callable[[str], Awaitable[Any]] | None = None) -> None:
+                 wait_projected: Callable[[str], Awaitable[Any]] | None = None,
+                 ratelimiter: RateLimiter | None = None) -> None:
         self.config = config
         rooms = build_room_router(RoomRoutesDeps(
             server_name=config.server_name, roomserver=roomserver, userapi=userapi,
             producer=log.producer(), auth=auth, wait_projected=wait_projected,
+            ratelimiter=ratelimiter or RateLimiter(config.rate_limiting),
         ))
         self.routers: list[APIRouter] = []
         for prefix in CLIENT_PREFIXES:

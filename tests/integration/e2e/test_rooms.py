@@ -213,3 +213,21 @@ async def test_deactivation_leaves_rooms(matrix):
                  "password": "pw-alice-123"}})
     members = await matrix.request(bob, "GET", f"/rooms/{room_id}/joined_members")
     assert alice.user_id not in members["joined"]
+
+
+async def test_message_rate_limit_when_enabled(homeserver, matrix):
+    from libs.config.model import RateLimit
+
+    alice = await matrix.register("alice")
+    room_id = await matrix.create_room(alice)
+    rl = homeserver.config.rate_limiting
+    rl.enabled = True
+    rl.message = RateLimit(per_second=0.01, burst=2)
+    try:
+        await matrix.send(alice, room_id, "1")
+        await matrix.send(alice, room_id, "2")
+        r = await matrix.request(alice, "PUT", f"/rooms/{room_id}/send/m.room.message/over", expect=429,
+                                 json={"msgtype": "m.text", "body": "3"})
+        assert r["errcode"] == "M_LIMIT_EXCEEDED" and r["retry_after_ms"] > 0
+    finally:
+        rl.enabled = False
