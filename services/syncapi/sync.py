@@ -264,12 +264,23 @@ class SyncEngine:
         else:
             deltas = await self.store.state_deltas_after(room_id, since.events)
             st = {}
-            if tl.limited:
-                for key in {(d.type, d.state_key) for d in deltas if d.stream_pos <= tl.start_pos}:
-                    _, at_start = value_at(deltas, key, tl.start_pos)
-                    _, at_since = value_at(deltas, key, since.events)
-                    if at_start is not None and at_start != at_since:
-                        st[key] = at_start
+            # Changes before the timeline starts (skipped by a limited timeline, or state
+            # that came with an event rather than as one) go in `state`...
+            for key in {(d.type, d.state_key) for d in deltas if d.stream_pos <= tl.start_pos}:
+                _, at_start = value_at(deltas, key, tl.start_pos)
+                _, at_since = value_at(deltas, key, since.events)
+                if at_start is not None and at_start != at_since:
+                    st[key] = at_start
+            # ...and so do changes inside the timeline's range that no timeline event carries
+            # (e.g. a state resolution outcome), with their latest value.
+            latest: dict[tuple[str, str], StateDelta] = {}
+            tl_end = (tl.rows[-1].stream_pos or 0) if tl.rows else tl.start_pos
+            for d in deltas:
+                if tl.start_pos < d.stream_pos <= tl_end:
+                    latest[(d.type, d.state_key)] = d
+            for key, d in latest.items():
+                if d.event_id is not None and d.event_id not in timeline_ids:
+                    st[key] = d.event_id
             if lazy:
                 # Members of the timeline's senders, as of the timeline's start.
                 need = [("m.room.member", s) for s in senders if ("m.room.member", s) not in st]

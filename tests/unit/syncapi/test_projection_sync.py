@@ -483,3 +483,18 @@ async def test_knock_section_and_carried_invite_state(h: Harness) -> None:
     inv = (await sync(h, B))["rooms"]["invite"][room2.room_id]["invite_state"]["events"]
     assert [e["type"] for e in inv] == ["m.room.name", "m.room.member"]
     assert "invite_room_state" not in inv[-1].get("unsigned", {})
+
+
+async def test_state_changes_carried_by_no_timeline_event_reach_incremental_sync(h: Harness) -> None:
+    room = await make_room(h)
+    tok = (await sync(h, B))["next_batch"]
+    # A message whose output also changes the topic (as a state resolution would).
+    topic = room.make("m.room.topic", A, {"topic": "resolved"}, "")
+    h.roomserver.events[topic["event_id"]] = topic
+    room.state[("m.room.topic", "")] = topic["event_id"]
+    rec = room.msg(A, "merge")
+    rec.state_added = [topic["event_id"]]
+    await feed(h, rec)
+    jr = (await sync(h, B, tok))["rooms"]["join"][room.room_id]
+    assert bodies(jr["timeline"]["events"]) == ["merge"] and jr["timeline"]["limited"] is False
+    assert [e["content"] for e in jr["state"]["events"] if e["type"] == "m.room.topic"] == [{"topic": "resolved"}]
