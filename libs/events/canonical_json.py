@@ -68,12 +68,42 @@ _std_encoder = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"), default=_default
 )
 
-# After removing every string literal from canonical output only structure, literals
-# and numbers remain: a '.' or an exponent means a float, 16+ digits a possibly
-# out-of-range integer, and ':' not after '{' or ',' a non-string key.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_SUSPECT = re.compile(rb"\.|\de|\d{16}|[^{,]:|null")
-_BIG_INT = re.compile(rb"-?\d{16,}")
+_STR, _INT, _BOOL, _DICT, _LIST, _TUPLE = str, int, bool, dict, list, tuple
+
+
+# orjson (strict-integer mode) already rejects big ints, non-str keys and lone
+# surrogates; what it lets through is floats. These scans find any leaf that is not
+# str/int/bool/None quickly (bounded depth: orjson refused anything deeper than 255).
+def _odd_leaf_in_dict(d: dict[str, Any]) -> bool:
+    for v in d.values():
+        t = type(v)
+        if t is _STR or t is _INT or t is _BOOL or v is None:
+            continue
+        if t is _DICT:
+            if _odd_leaf_in_dict(v):
+                return True
+        elif t is _LIST or t is _TUPLE:
+            if _odd_leaf_in_list(v):
+                return True
+        else:
+            return True
+    return False
+
+
+def _odd_leaf_in_list(items: list[Any] | tuple[Any, ...]) -> bool:
+    for v in items:
+        t = type(v)
+        if t is _STR or t is _INT or t is _BOOL or v is None:
+            continue
+        if t is _DICT:
+            if _odd_leaf_in_dict(v):
+                return True
+        elif t is _LIST or t is _TUPLE:
+            if _odd_leaf_in_list(v):
+                return True
+        else:
+            return True
+    return False
 
 
 def _walk_check(value: Any) -> None:
@@ -145,14 +175,19 @@ def encode_canonical_json(value: Any, *, strict: bool = True) -> bytes:
     if not strict:
         return _encode_std(value)
     out = _encode_fast(value)
-    stripped = _STRING.sub(b"", out) if b'"' in out else out
-    if _SUSPECT.search(stripped) is not None:
-        # floats / NaN (orjson writes NaN as null) / big ints / non-str keys: be exact.
+    if _orjson is None:  # pragma: no cover - the stdlib encoder checks nothing
         _walk_check(value)
-        if _orjson is None:  # pragma: no cover
-            for m in _BIG_INT.findall(stripped):
-                if not MIN_SAFE_INT <= int(m) <= MAX_SAFE_INT:
-                    raise CanonicalJSONError("integer out of canonical JSON range")
+        return out
+    t = type(value)
+    if t is _DICT:
+        odd = _odd_leaf_in_dict(value)
+    elif t is _LIST or t is _TUPLE:
+        odd = _odd_leaf_in_list(value)
+    else:
+        odd = not (t is _STR or t is _INT or t is _BOOL or value is None)
+    if odd:
+        # A float somewhere, or a type the quick scan does not know: be exact.
+        _walk_check(value)
     return out
 
 
