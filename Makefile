@@ -14,12 +14,13 @@ export AXON_TEST_KAFKA ?= 127.0.0.1:$(KAFKA_PORT)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events clean
+.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events sytest clean
 
 help:
 	@echo "make run        - run the homeserver (embedded default) on http://127.0.0.1:8008"
 	@echo "make test       - install everything, provision PostgreSQL + Kafka, run the tests"
 	@echo "make bench      - benchmarks"
+	@echo "make sytest     - run SyTest against the embedded server (docs/sytest.md)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,11 @@ bench-events: install-test
 	$(PY) -m bench.events
 
 bench: bench-events
+
+# SyTest conformance (docs/sytest.md). SYTEST_ARGS: out dir then quoted test globs.
+SYTEST_ARGS ?= $(RUN_DIR)/sytest
+sytest: $(VENV)/.installed
+	scripts/sytest.sh $(SYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR)

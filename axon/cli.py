@@ -46,10 +46,19 @@ async def _serve(cfg: HomeserverConfig) -> None:
         hs.app, host=cfg.listen.host, port=cfg.listen.port, log_level="warning", access_log=False,
         lifespan="off", timeout_keep_alive=75, loop="asyncio",
     ))
+    servers = [server]
+    if cfg.listen.tls_port:
+        # Second listener, same app, over TLS (federation/key paths need HTTPS).
+        servers.append(uvicorn.Server(uvicorn.Config(
+            hs.app, host=cfg.listen.host, port=cfg.listen.tls_port, log_level="warning", access_log=False,
+            lifespan="off", timeout_keep_alive=75, loop="asyncio",
+            ssl_certfile=cfg.listen.tls_cert_path or None, ssl_keyfile=cfg.listen.tls_key_path or None,
+        )))
     stopping = asyncio.Event()
 
     def on_signal() -> None:
-        server.should_exit = True
+        for s in servers:
+            s.should_exit = True
         stopping.set()
 
     loop = asyncio.get_running_loop()
@@ -58,10 +67,13 @@ async def _serve(cfg: HomeserverConfig) -> None:
             loop.add_signal_handler(sig, on_signal)
         except NotImplementedError:  # pragma: no cover - non-Unix
             pass
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    for s in servers:
+        s.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     log.warning("Axon %s serving %s on http://%s:%d", _version(), cfg.server_name, cfg.listen.host, cfg.listen.port)
+    if cfg.listen.tls_port:
+        log.warning("Axon also serving https://%s:%d", cfg.listen.host, cfg.listen.tls_port)
     try:
-        await server.serve()
+        await asyncio.gather(*(s.serve() for s in servers))
     finally:
         await hs.stop()
 
@@ -137,6 +149,22 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run_service(args: argparse.Namespace) -> int:
+    """Cluster mode: one service in this process (PostgreSQL + Kafka, HTTP to the others)."""
+    from axon.cluster.run import serve_service
+
+    cfg = load_config(args.config)
+    if args.host:
+        cfg.listen.host = args.host
+    if args.port:
+        cfg.listen.port = args.port
+    from libs.metrics import setup_logging
+
+    setup_logging(cfg.logging.level, fmt=cfg.logging.format, service=args.name)
+    asyncio.run(serve_service(args.name, cfg))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="axon", description="Axon Matrix homeserver")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -164,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--log", choices=["embedded", "kafka"], default="embedded")
     g.add_argument("--kafka-bootstrap")
     g.set_defaults(func=cmd_generate_config)
+
+    rs = sub.add_parser("run-service", help="cluster mode: run one service in this process")
+    rs.add_argument("name", choices=["roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi"])
+    rs.add_argument("--config", "-c", required=True, help="YAML config file (with a `cluster` section)")
+    rs.add_argument("--host")
+    rs.add_argument("--port", type=int)
+    rs.set_defaults(func=cmd_run_service)
 
     u = sub.add_parser("create-user", help="create a local account")
     common(u)
