@@ -44,7 +44,7 @@ def _bool_param(request: Request, name: str) -> bool:
 def _json_param(raw: str, name: str) -> Any:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise invalid_param(f"'{name}' is not valid JSON") from None
 
 

@@ -92,6 +92,9 @@ async def test_sync_http_initial_incremental_longpoll(svc) -> None:
     ({"filter": "unknown-id"}, "M_INVALID_PARAM"),
     ({"full_state": "maybe"}, "M_INVALID_PARAM"),
     ({"set_presence": "dancing"}, "M_INVALID_PARAM"),
+    ({"filter": "{" + "[" * 15000}, "M_INVALID_PARAM"),
+    ({"filter": json.dumps({"room": {"timeline": []}})}, "M_INVALID_PARAM"),
+    ({"filter": json.dumps({"event_fields": [1]})}, "M_INVALID_PARAM"),
 ])
 async def test_sync_bad_input_is_400(svc, params, errcode) -> None:
     _, client, _ = svc
