@@ -246,6 +246,11 @@ class SyncProjector:
             cur = await self.store.receipt_event(tx, rec.room_id, rec.receipt_type, rec.user_id, thread)
             if cur == rec.event_id:
                 return False
+            if cur is not None:
+                # Receipts only move forward: a redelivered older record must not win.
+                order = await self.store.stream_positions_of(tx, [cur, rec.event_id])
+                if cur in order and rec.event_id in order and order[rec.event_id] < order[cur]:
+                    return False
             pos = await self.store.next_pos(tx, "receipts")
             await self.store.upsert_receipt(tx, rec.room_id, rec.receipt_type, rec.user_id, thread,
                                             rec.event_id, int(rec.ts), pos)

@@ -366,6 +366,12 @@ class SyncStore:
                                   int(r["ts"]), int(r["stream_pos"])) for r in rows)
         return out
 
+    async def stream_positions_of(self, conn: Connection, event_ids: Sequence[str]) -> dict[str, int]:
+        rows = await conn.fetch(
+            f"SELECT event_id, stream_pos FROM events WHERE stream_pos IS NOT NULL "
+            f"AND event_id IN ({in_list(1, len(event_ids))})", *event_ids)
+        return {r["event_id"]: int(r["stream_pos"]) for r in rows}
+
     async def user_read_pos(self, room_id: str, user_id: str) -> int:
         """Stream position of the user's latest (unthreaded or main) read receipt."""
         v = await self.db.fetchval(

@@ -498,3 +498,15 @@ async def test_state_changes_carried_by_no_timeline_event_reach_incremental_sync
     jr = (await sync(h, B, tok))["rooms"]["join"][room.room_id]
     assert bodies(jr["timeline"]["events"]) == ["merge"] and jr["timeline"]["limited"] is False
     assert [e["content"] for e in jr["state"]["events"] if e["type"] == "m.room.topic"] == [{"topic": "resolved"}]
+
+
+async def test_receipts_never_move_backwards_on_redelivery(h: Harness) -> None:
+    room = await make_room(h)
+    await feed(h, room.msg(A, "one"), room.msg(A, "two"))
+    old, new = room.last[-2], room.last[-1]
+    assert await h.projector.on_receipt(ReceiptRecord(room.room_id, B, "m.read", old, 1))
+    assert await h.projector.on_receipt(ReceiptRecord(room.room_id, B, "m.read", new, 2))
+    assert not await h.projector.on_receipt(ReceiptRecord(room.room_id, B, "m.read", old, 1))
+    eph = (await sync(h, A))["rooms"]["join"][room.room_id]["ephemeral"]["events"]
+    content = [e for e in eph if e["type"] == "m.receipt"][0]["content"]
+    assert B in content[new]["m.read"] and old not in content
