@@ -155,6 +155,8 @@ def validate(cfg: HomeserverConfig) -> None:
         raise ConfigError("database.kind must be 'sqlite' or 'postgres'")
     if cfg.log.kind not in ("embedded", "kafka"):
         raise ConfigError("log.kind must be 'embedded' or 'kafka'")
+    if cfg.database.sqlite_synchronous.upper() not in ("NORMAL", "FULL"):
+        raise ConfigError("database.sqlite_synchronous must be 'NORMAL' or 'FULL'")
     if not 0 < cfg.listen.port < 65536:
         raise ConfigError("listen.port must be 1-65535")
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

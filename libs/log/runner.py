@@ -13,6 +13,13 @@
   (and possibly some finished records after it: handlers must be idempotent).
   Commits are batched every ``commit_interval_s`` (they are off the latency path).
 
+Batch mode: with ``batch_handler`` (instead of ``handler``) a key's worker hands it
+every record of that key queued at that moment (up to ``max_batch``, in offset
+order) in one call, e.g. to commit them in one database transaction; they are all
+finished together when it returns.  If a batch call raises, its records are
+retried one at a time (``batch_handler([record])``) under the retry policy below,
+so a poison record is isolated and the others still go through in order.
+
 Failures (poison-record policy): a handler exception is retried with exponential
 backoff (``RetryPolicy``); the key's later records wait (order is kept), other keys
 go on.  After ``max_attempts`` failed attempts the record is handed to the
@@ -50,6 +57,7 @@ from .api import Consumer, Producer, Record, TopicPartition
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Record], Awaitable[None]]
+BatchHandler = Callable[[list[Record]], Awaitable[None]]
 DeadLetter = Callable[[Record, BaseException], Awaitable[None]]
 WorkerKey = tuple[str, int, str]
 
@@ -77,6 +85,7 @@ class RunnerConfig:
     commit_interval_s: float = 0.05
     revoke_timeout_s: float = 30.0
     drain_timeout_s: float = 30.0
+    max_batch: int = 100  # records per batch_handler call (batch mode only)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -161,15 +170,19 @@ class KeyedRunner:
     def __init__(
         self,
         consumer: Consumer,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
+        batch_handler: BatchHandler | None = None,
         config: RunnerConfig | None = None,
         dead_letter: DeadLetter | None = None,
         metrics: RunnerMetrics | None = None,
         name: str = "runner",
     ) -> None:
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
         self.consumer = consumer
-        self.handler = handler
+        self.batch_handler = batch_handler
+        self.handler: Handler = handler if handler is not None else self._single_via_batch
         self.config = config or RunnerConfig()
         self.dead_letter = dead_letter
         self.metrics = metrics or RunnerMetrics()
@@ -178,7 +191,7 @@ class KeyedRunner:
         self._tracks: dict[TopicPartition, _Track] = {}
         self._queues: dict[WorkerKey, collections.deque[Record]] = {}
         self._workers: dict[WorkerKey, asyncio.Task[None]] = {}
-        self._current: dict[WorkerKey, Record] = {}
+        self._current: dict[WorkerKey, int] = {}  # key -> records of it being processed
         self._revoking: set[TopicPartition] = set()
         self._buffered = 0
         self._space = asyncio.Event()
@@ -281,20 +294,26 @@ class KeyedRunner:
             while q:
                 if tp in self._revoking or tp not in self._tracks:
                     break
-                rec = q[0]
-                self._current[wk] = rec
+                n = min(len(q), max(1, self.config.max_batch)) if self.batch_handler is not None else 1
+                recs = [q[i] for i in range(n)]
+                self._current[wk] = n
                 try:
-                    await self._process(rec)
+                    done = await (self._process_batch(recs) if n > 1 else self._process(recs[0]))
                 except _Abandoned:
                     break
                 finally:
                     self._current.pop(wk, None)
-                q.popleft()
-                self._release(1)
+                done = n if done is None else done
+                for _ in range(done):
+                    q.popleft()
+                self._release(done)
                 track = self._tracks.get(tp)
                 if track is not None:
-                    track.finish(rec.offset)
+                    for rec in recs[:done]:
+                        track.finish(rec.offset)
                     self._dirty.set()
+                if done < n:
+                    break  # partition revoked in the middle of a split batch
         finally:
             if self._workers.get(wk) is asyncio.current_task():
                 del self._workers[wk]
@@ -309,6 +328,48 @@ class KeyedRunner:
         self._buffered -= n
         if self._buffered < self.config.max_buffered:
             self._space.set()
+
+    async def _single_via_batch(self, rec: Record) -> None:
+        assert self.batch_handler is not None
+        await self.batch_handler([rec])
+
+    async def _process_batch(self, recs: list[Record]) -> int:
+        """One batch_handler call for ``recs``; on failure, each record alone with
+        retries. Returns how many of ``recs`` (from the start) are finished."""
+        assert self.batch_handler is not None
+        if recs[0].tp in self._revoking:
+            raise _Abandoned()
+        started = time.perf_counter()
+        try:
+            async with self._sem:
+                self._in_flight += 1
+                try:
+                    await self.batch_handler(recs)
+                finally:
+                    self._in_flight -= 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failures += 1
+            if self.metrics.on_failure:
+                self.metrics.on_failure(recs[0], exc, 1)
+            log.warning("%s: batch of %d records from %s[%d]@%d key=%r failed, retrying one by one: %r",
+                        self.name, len(recs), recs[0].topic, recs[0].partition, recs[0].offset,
+                        recs[0].key, exc)
+            for i, rec in enumerate(recs):
+                try:
+                    await self._process(rec)
+                except _Abandoned:
+                    if i == 0:
+                        raise
+                    return i
+            return len(recs)
+        elapsed = time.perf_counter() - started
+        self.processed += len(recs)
+        if self.metrics.on_processed:
+            for rec in recs:
+                self.metrics.on_processed(rec, elapsed / len(recs))
+        return len(recs)
 
     async def _process(self, rec: Record) -> None:
         policy = self.config.retry
@@ -407,7 +468,7 @@ class KeyedRunner:
                 if (wk[0], wk[1]) not in partitions:
                     continue
                 task = self._workers.get(wk)
-                keep = 1 if (task is not None and wk in self._current) else 0
+                keep = self._current.get(wk, 0) if task is not None else 0
                 while len(q) > keep:
                     q.pop()
                     self._release(1)
@@ -469,6 +530,6 @@ class KeyedRunner:
 
 
 __all__ = [
-    "DeadLetterToTopic", "Handler", "KeyedRunner", "RetryPolicy", "RunnerConfig",
+    "BatchHandler", "DeadLetterToTopic", "Handler", "KeyedRunner", "RetryPolicy", "RunnerConfig",
     "RunnerMetrics", "RunnerStats",
 ]

@@ -83,7 +83,8 @@ async def open_database(
             if config.sqlite_dir == ":memory:"
             else os.path.join(config.sqlite_dir, f"{service}.db")
         )
-        sdb = SqliteDatabase(path, service, busy_timeout_ms=config.sqlite_busy_timeout_ms)
+        sdb = SqliteDatabase(path, service, busy_timeout_ms=config.sqlite_busy_timeout_ms,
+                             synchronous=config.sqlite_synchronous)
         await sdb.open()
         try:
             await sdb._writer.call(lambda c: migrate_sqlite_sync(c, migrations))

@@ -1,4 +1,4 @@
-"""SQLite adapter: one file per service, WAL, synchronous=FULL.
+"""SQLite adapter: one file per service, WAL, synchronous=FULL or NORMAL (configurable).
 
 Each connection lives on its own dedicated thread (a one-worker executor), so a
 statement costs one thread hop and the event loop never blocks on disk. There is
@@ -33,6 +33,10 @@ T = TypeVar("T")
 # Declared BOOLEAN columns come back as bool, like PostgreSQL. (sqlite3 keeps
 # converters in a module-level table; registering the same one twice is harmless.)
 sqlite3.register_converter("BOOLEAN", lambda b: b not in (b"0", b""))
+
+# NORMAL in WAL mode survives kill -9 (commits are in the OS page cache when COMMIT
+# returns) but not power loss; FULL fsyncs every commit.
+SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
 _UNIQUE_CODES = {2067, 1555}  # SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
 _UNAVAILABLE_CODES = {5, 6, 10, 13, 14, 26}  # BUSY, LOCKED, IOERR, FULL, CANTOPEN, NOTADB
@@ -206,7 +210,11 @@ class SqliteDatabase:
 
     dialect = "sqlite"
 
-    def __init__(self, path: str, service: str, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str, service: str, busy_timeout_ms: int = 5000,
+                 synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"sqlite synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        self.synchronous = synchronous.upper()
         self.path = path
         self.service = service
         self._busy_timeout_ms = busy_timeout_ms
@@ -227,7 +235,7 @@ class SqliteDatabase:
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         if self.path != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         if readonly:
             conn.execute("PRAGMA query_only=ON")

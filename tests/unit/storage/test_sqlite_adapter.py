@@ -19,14 +19,22 @@ async def test_in_memory_database_works() -> None:
         await db.close()
 
 
-async def test_pragmas_wal_and_full_sync(tmp_path) -> None:
+async def test_pragmas_wal_and_configured_sync(tmp_path) -> None:
     db = await open_database(DatabaseConfig(kind="sqlite", sqlite_dir=str(tmp_path)), "p", None)
     try:
         assert (tmp_path / "p.db").exists()
         assert await db.fetchval("PRAGMA journal_mode") == "wal"
-        assert await db.fetchval("PRAGMA synchronous") == 2  # FULL
+        assert await db.fetchval("PRAGMA synchronous") == 1  # NORMAL: the default (kill -9 safe)
     finally:
         await db.close()
+    db = await open_database(DatabaseConfig(kind="sqlite", sqlite_dir=str(tmp_path),
+                                            sqlite_synchronous="full"), "f", None)
+    try:
+        assert await db.fetchval("PRAGMA synchronous") == 2  # FULL (power-loss safe)
+    finally:
+        await db.close()
+    with pytest.raises(ValueError):
+        SqliteDatabase(str(tmp_path / "x.db"), "x", synchronous="OFF")
 
 
 async def test_write_through_db_inside_own_transaction_raises_not_deadlocks(tmp_path) -> None:
