@@ -231,3 +231,62 @@ async def test_message_rate_limit_when_enabled(homeserver, matrix):
         assert r["errcode"] == "M_LIMIT_EXCEEDED" and r["retry_after_ms"] > 0
     finally:
         rl.enabled = False
+
+
+async def test_kick_ban_unban(matrix):
+    alice = await matrix.register("alice")
+    bob = await matrix.register("bob")
+    room_id = await matrix.create_room(alice, preset="public_chat")
+    await matrix.join(bob, room_id)
+    # bob (power 0) cannot kick alice
+    r = await matrix.request(bob, "POST", f"/rooms/{room_id}/kick", expect=403, json={"user_id": alice.user_id})
+    assert r["errcode"] == "M_FORBIDDEN"
+    await matrix.request(alice, "POST", f"/rooms/{room_id}/kick", json={"user_id": bob.user_id, "reason": "bye"})
+    member = await matrix.request(alice, "GET", f"/rooms/{room_id}/state/m.room.member/{bob.user_id}")
+    assert member["membership"] == "leave" and member["reason"] == "bye"
+    await matrix.join(bob, room_id)
+    await matrix.request(alice, "POST", f"/rooms/{room_id}/ban", json={"user_id": bob.user_id})
+    r = await matrix.request(bob, "POST", f"/rooms/{room_id}/join", expect=403, json={})
+    assert r["errcode"] == "M_FORBIDDEN"
+    r = await matrix.request(alice, "POST", f"/rooms/{room_id}/unban", expect=200, json={"user_id": bob.user_id})
+    await matrix.join(bob, room_id)
+    members = await matrix.request(alice, "GET", f"/rooms/{room_id}/joined_members")
+    assert bob.user_id in members["joined"]
+
+
+async def test_directory_and_public_rooms(matrix):
+    alice = await matrix.register("alice")
+    room_id = await matrix.create_room(alice, preset="public_chat", visibility="public", name="Town square")
+    private = await matrix.create_room(alice, preset="private_chat")
+    await matrix.request(alice, "PUT", "/directory/room/%23town%3Atest.local", json={"room_id": room_id})
+    await matrix.request(alice, "PUT", "/directory/room/%23town%3Atest.local", expect=409, json={"room_id": room_id})
+    got = await matrix.request(None, "GET", "/directory/room/%23town%3Atest.local")
+    assert got["room_id"] == room_id
+    listing = await matrix.request(None, "GET", "/publicRooms")
+    ids = [c["room_id"] for c in listing["chunk"]]
+    assert room_id in ids and private not in ids
+    entry = next(c for c in listing["chunk"] if c["room_id"] == room_id)
+    assert entry["name"] == "Town square" and entry["num_joined_members"] == 1
+    found = await matrix.request(alice, "POST", "/publicRooms", json={"filter": {"generic_search_term": "square"}})
+    assert [c["room_id"] for c in found["chunk"]] == [room_id]
+    none = await matrix.request(alice, "POST", "/publicRooms", json={"filter": {"generic_search_term": "zzz"}})
+    assert none["chunk"] == []
+    await matrix.request(alice, "PUT", f"/directory/list/room/{room_id}", json={"visibility": "private"})
+    assert (await matrix.request(None, "GET", f"/directory/list/room/{room_id}"))["visibility"] == "private"
+    await matrix.request(alice, "DELETE", "/directory/room/%23town%3Atest.local")
+    r = await matrix.request(None, "GET", "/directory/room/%23town%3Atest.local", expect=404)
+    assert r["errcode"] == "M_NOT_FOUND"
+
+
+async def test_send_to_device(matrix):
+    alice = await matrix.register("alice")
+    bob = await matrix.register("bob")
+    first = await matrix.sync(bob)
+    await matrix.request(alice, "PUT", "/sendToDevice/m.test/txn1", json={
+        "messages": {bob.user_id: {bob.device_id: {"hello": "device"}}}})
+    resp = await matrix.sync_until(bob, lambda r: r.get("to_device", {}).get("events"), since=first["next_batch"])
+    ev = resp["to_device"]["events"][0]
+    assert ev["type"] == "m.test" and ev["sender"] == alice.user_id and ev["content"] == {"hello": "device"}
+    # Delivered once: acknowledged by syncing past it.
+    after = await matrix.sync(bob, since=resp["next_batch"])
+    assert not after.get("to_device", {}).get("events")
