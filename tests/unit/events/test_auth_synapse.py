@@ -25,6 +25,10 @@ Known, deliberate differences (each excluded explicitly and counted, see `_devia
   server's signature whenever `join_authorised_via_users_server` is present; Synapse
   only checks it for `membership: join`.
 
+Synapse crashes (counted as `synapse-crash`, not compared): an m.room.third_party_invite
+whose `public_key` is not a 32-byte key makes Synapse raise ValueError before it tries
+the valid keys in `public_keys`; the spec allows if *any* key matches, and so do we.
+
 CI runs a fixed, derandomized set; AXON_LONG_FUZZ=1 runs many more histories."""
 from __future__ import annotations
 
