@@ -131,7 +131,9 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
     async def do_join(room_id: str, device: Device, body: dict[str, Any]) -> dict[str, Any]:
         limit("join", device.user_id)
         await ensure_room(room_id)
-        content: dict[str, Any] = {"membership": "join", **await profile_content(device.user_id)}
+        # Extra body keys become member event content, as clients expect (profile and membership win).
+        extra = {k: v for k, v in body.items() if k not in ("third_party_signed", "membership")}
+        content: dict[str, Any] = {**extra, "membership": "join", **await profile_content(device.user_id)}
         reason = _opt_str(body, "reason")
         if reason is not None:
             content["reason"] = reason
@@ -144,7 +146,9 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
     async def create_room(request: Request, device: Device = Depends(auth)) -> dict[str, Any]:
         body = await _json_body(request)
         version = body.get("room_version", deps.default_room_version)
-        if not isinstance(version, str) or version not in ROOM_VERSIONS:
+        if not isinstance(version, str):
+            raise _err(400, "M_BAD_JSON", "'room_version' must be a string")
+        if version not in ROOM_VERSIONS:
             raise _err(400, "M_UNSUPPORTED_ROOM_VERSION", f"Room version {version!r} is not supported")
         preset = _opt_str(body, "preset")
         visibility = body.get("visibility", "private")
@@ -413,7 +417,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         await deps.producer.send(topic(TOPIC_RECEIPTS), room_id, json.dumps(record).encode())
 
     async def set_fully_read(room_id: str, event_id: str, device: Device) -> None:
-        await deps.userapi.set_account_data(device.user_id, room_id, "m.fully_read", {"event_id": event_id})
+        await deps.userapi.set_fully_read(device.user_id, room_id, event_id)
 
     @router.post("/rooms/{room_id}/receipt/{receipt_type}/{event_id}")
     async def receipt(room_id: str, receipt_type: str, event_id: str, request: Request,

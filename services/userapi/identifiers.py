@@ -18,7 +18,7 @@ def localpart_error(localpart: str, server_name: str) -> str | None:
     """Why `localpart` can't be registered (None when it can)."""
     if not localpart:
         return "User ID cannot be empty"
-    if not _LOCALPART_RE.match(localpart):
+    if not _LOCALPART_RE.fullmatch(localpart):  # `$` would accept a trailing "\n"
         return "User ID can only contain characters a-z, 0-9, or '._=-/+'"
     if localpart.startswith("_"):
         # Reserved for application services (Synapse does the same).

@@ -271,6 +271,10 @@ class UserapiInternal:
             raise MatrixError(400, "M_BAD_JSON", f"Cannot set {data_type} through this API")
         await self._store_account_data(user_id, room_id, data_type, content)
 
+    async def set_fully_read(self, user_id: str, room_id: str, event_id: str) -> None:
+        """The m.fully_read marker (reserved for clients: only /read_markers and receipts set it)."""
+        await self._store_account_data(user_id, room_id, "m.fully_read", {"event_id": event_id})
+
     async def _store_account_data(
         self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]
     ) -> None:

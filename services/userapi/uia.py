@@ -19,6 +19,7 @@ SESSION_LIFETIME_MS = 30 * 60 * 1000
 STAGE_DUMMY = "m.login.dummy"
 STAGE_PASSWORD = "m.login.password"
 STAGE_TOKEN = "m.login.registration_token"
+WRONG_USER = "Password authentication must be for the logged-in user"
 
 
 class UIARequired(MatrixError):
@@ -89,6 +90,9 @@ class UserInteractiveAuth:
                 raise UIARequired(flows, session_id, completed, params, "M_UNRECOGNIZED",
                                   "Unrecognised or not offered authentication type")
             failure = await self._run_stage(stage, auth or {}, user_id)
+            if failure == WRONG_USER:
+                # Not a failed attempt but another account's credentials: refuse outright.
+                raise MatrixError(403, "M_FORBIDDEN", failure)
             if failure is not None:
                 raise UIARequired(flows, session_id, completed, params, "M_FORBIDDEN", failure)
             if stage not in completed:
@@ -128,7 +132,7 @@ class UserInteractiveAuth:
                     return "Invalid user"
                 localpart = local_localpart(who, self._server_name)
                 if localpart is None or f"@{localpart}:{self._server_name}" != user_id:
-                    return "Password authentication must be for the logged-in user"
+                    return WRONG_USER
             if not await self._check_password(user_id, password):
                 return "Invalid password"
             return None

@@ -65,8 +65,9 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
         body, _ = await parse_body(ctx, request, DeleteDeviceBody, allow_empty=True)
         if await ctx.userapi.get_device(device.user_id, device_id) is None:
             raise not_found("Unknown device")
+        # The session is bound to this device: it cannot authorise deleting another.
         await ctx.userapi.check_user_interactive_auth(
-            UIA_DELETE_DEVICES, [[STAGE_PASSWORD]], body.auth, device.user_id
+            f"{UIA_DELETE_DEVICES}:{device_id}", [[STAGE_PASSWORD]], body.auth, device.user_id
         )
         await ctx.userapi.delete_devices(device.user_id, [device_id])
         ctx.auth.invalidate_user(device.user_id)

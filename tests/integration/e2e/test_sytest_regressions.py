@@ -1,0 +1,86 @@
+"""Regressions found by SyTest (tests/sytest): each test names the SyTest case it mirrors."""
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import httpx
+
+
+async def test_register_rejects_trailing_newline_in_username(client: httpx.AsyncClient) -> None:
+    # "POST /register rejects registration of usernames with '\n'"
+    r = await client.post("/_matrix/client/v3/register", json={
+        "username": "bad\n", "password": "pw-pw-pw-pw", "auth": {"type": "m.login.dummy"}})
+    assert r.status_code == 400 and r.json()["errcode"] == "M_INVALID_USERNAME"
+
+
+async def _login(client: httpx.AsyncClient, user_id: str, device_id: str) -> None:
+    r = await client.post("/_matrix/client/v3/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id},
+        "password": "correct horse battery", "device_id": device_id})
+    assert r.status_code == 200, r.text
+
+
+async def test_delete_device_with_another_users_password_is_403(matrix, client) -> None:
+    # "DELETE /device/{deviceId} requires UI auth user to match device owner"
+    alice = await matrix.register()
+    eve = await matrix.register()
+    await _login(client, alice.user_id, "DEV2")
+    auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": eve.user_id},
+            "password": "correct horse battery"}
+    await matrix.request(alice, "DELETE", "/devices/DEV2", expect=403, json={"auth": auth})
+    await matrix.request(alice, "GET", "/devices/DEV2")
+    auth["identifier"]["user"] = alice.user_id
+    await matrix.request(alice, "DELETE", "/devices/DEV2", json={"auth": auth})
+    await matrix.request(alice, "GET", "/devices/DEV2", expect=404)
+
+
+async def test_uia_session_is_bound_to_the_device_it_started_for(matrix, client) -> None:
+    # "The operation must be consistent through an interactive authentication session"
+    alice = await matrix.register()
+    await _login(client, alice.user_id, "D1")
+    await _login(client, alice.user_id, "D2")
+    started = await matrix.request(alice, "DELETE", "/devices/D1", expect=401, json={})
+    auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": alice.user_id},
+            "password": "correct horse battery", "session": started["session"]}
+    await matrix.request(alice, "DELETE", "/devices/D2", expect=403, json={"auth": auth})
+    await matrix.request(alice, "GET", "/devices/D2")
+
+
+async def test_create_room_numeric_version_is_bad_json(matrix) -> None:
+    alice = await matrix.register()
+    r = await matrix.request(alice, "POST", "/createRoom", expect=400, json={"room_version": 1})
+    assert r["errcode"] == "M_BAD_JSON"
+
+
+async def test_join_with_custom_content(matrix) -> None:
+    # "POST /join/:room_id can join a room with custom content"
+    alice = await matrix.register()
+    bob = await matrix.register()
+    room_id = await matrix.create_room(alice, preset="public_chat")
+    await matrix.request(bob, "POST", f"/join/{quote(room_id)}", json={"foo": "bar", "membership": "leave"})
+    member = await matrix.request(bob, "GET", f"/rooms/{room_id}/state/m.room.member/{bob.user_id}")
+    assert member["foo"] == "bar" and member["membership"] == "join"
+
+
+async def test_read_markers_set_fully_read(matrix) -> None:
+    # "POST /rooms/:room_id/read_markers can create read marker"
+    alice = await matrix.register()
+    room_id = await matrix.create_room(alice)
+    eid = await matrix.send(alice, room_id, "hello")
+    await matrix.request(alice, "POST", f"/rooms/{room_id}/read_markers", json={"m.fully_read": eid, "m.read": eid})
+    got = await matrix.request(alice, "GET", f"/user/{alice.user_id}/rooms/{room_id}/account_data/m.fully_read")
+    assert got == {"event_id": eid}
+    # ...and it stays reserved for clients writing account data directly.
+    await matrix.request(alice, "PUT", f"/user/{alice.user_id}/rooms/{room_id}/account_data/m.fully_read",
+                         expect=400, json={"event_id": eid})
+
+
+async def test_messages_backwards_has_end_when_chunk_not_empty(matrix) -> None:
+    # "GET /rooms/:room_id/messages returns a message": `end` with events, none on the empty page.
+    alice = await matrix.register()
+    room_id = await matrix.create_room(alice)
+    await matrix.send(alice, room_id, "hello")
+    page = await matrix.request(alice, "GET", f"/rooms/{room_id}/messages", params={"dir": "b"})
+    assert page["chunk"] and "end" in page
+    last = await matrix.request(alice, "GET", f"/rooms/{room_id}/messages", params={"dir": "b", "from": page["end"]})
+    assert last["chunk"] == [] and "end" not in last
