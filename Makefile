@@ -57,7 +57,23 @@ test-unit: install-test
 bench-events: install-test
 	$(PY) -m bench.events
 
-bench: bench-events
+# Synapse for the side-by-side homeserver bench, in its own venv (never the project's).
+SYNAPSE_VERSION ?= 1.163.2
+SYNAPSE_VENV := $(RUN_DIR)/bench/synapse-venv
+BENCH_HS_ARGS ?=
+
+$(SYNAPSE_VENV)/.installed-$(SYNAPSE_VERSION):
+	$(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/pip install -q 'matrix-synapse==$(SYNAPSE_VERSION)'
+	touch $@
+
+bench-deps: install-test $(SYNAPSE_VENV)/.installed-$(SYNAPSE_VERSION)
+
+# Axon (embedded) and Synapse (SQLite) through the Client-Server API; table + .run/bench/hs.json.
+bench-hs: bench-deps
+	$(PY) -m bench.hs --synapse-venv $(SYNAPSE_VENV) --out $(RUN_DIR)/bench/hs.json $(BENCH_HS_ARGS)
+
+bench: bench-events bench-hs
 
 # SyTest conformance (docs/sytest.md). SYTEST_ARGS: out dir then quoted test globs.
 SYTEST_ARGS ?= $(RUN_DIR)/sytest
