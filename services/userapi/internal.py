@@ -41,6 +41,7 @@ TokenRevokedHook = Callable[[str], None]
 PUSH_RULES_TYPE = "m.push_rules"
 # Account data a client may not write through the account-data API (Synapse does the same).
 _RESERVED_GLOBAL_TYPES = {PUSH_RULES_TYPE}
+PRESENCE_STATES = ("online", "offline", "unavailable")
 _RESERVED_ROOM_TYPES = {"m.fully_read", PUSH_RULES_TYPE}
 # Write last-seen at most this often per device.
 _TOUCH_INTERVAL_MS = 60_000
@@ -226,6 +227,28 @@ class UserapiInternal:
         self._revoked(user_id)
 
     # ---- profile ---------------------------------------------------------------
+    async def get_presence(self, user_id: str) -> dict[str, Any] | None:
+        """The presence body of GET /presence/{userId}/status; None for unknown users."""
+        localpart = self._local(user_id)
+        if localpart is None or await self.store.get_account(localpart) is None:
+            return None
+        row = await self.store.get_presence(user_id)
+        if row is None:
+            return {"presence": "offline"}
+        presence, status_msg, ts = row
+        out: dict[str, Any] = {"presence": presence,
+                               "last_active_ago": max(0, int(time.time() * 1000) - ts)}
+        if presence == "online":
+            out["currently_active"] = True
+        if status_msg is not None:
+            out["status_msg"] = status_msg
+        return out
+
+    async def set_presence(self, user_id: str, presence: str, status_msg: str | None) -> None:
+        if presence not in PRESENCE_STATES:
+            raise MatrixError(400, "M_INVALID_PARAM", f"Unknown presence state {presence!r}")
+        await self.store.set_presence(user_id, presence, status_msg, int(time.time() * 1000))
+
     async def get_profile(self, user_id: str) -> dict[str, Any] | None:
         localpart = self._local(user_id)
         if localpart is None or await self.store.get_account(localpart) is None:

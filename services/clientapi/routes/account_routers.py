@@ -10,6 +10,7 @@ from services.clientapi.routes import (
     devices,
     filter,
     login,
+    presence,
     profile,
     pushrules,
     register,
@@ -17,7 +18,8 @@ from services.clientapi.routes import (
 )
 from services.clientapi.routes.common import CLIENT_PREFIXES, AccountRoutesContext
 
-_PREFIXED_MODULES = (login, register, account, devices, profile, account_data, filter, pushrules, capabilities)
+_PREFIXED_MODULES = (login, register, account, devices, profile, presence, account_data, filter, pushrules,
+                     capabilities)
 
 
 def build_account_routers(ctx: AccountRoutesContext) -> list[APIRouter]:

@@ -278,6 +278,20 @@ class UserStore:
             )
 
     # ---- profiles ------------------------------------------------------------
+    async def get_presence(self, user_id: str) -> tuple[str, str | None, int] | None:
+        r = await self.q.fetchrow(
+            "SELECT presence, status_msg, last_active_ts FROM presence WHERE user_id = $1", user_id
+        )
+        return None if r is None else (r[0], r[1], int(r[2]))
+
+    async def set_presence(self, user_id: str, presence: str, status_msg: str | None, ts: int) -> None:
+        await self.q.execute(
+            "INSERT INTO presence (user_id, presence, status_msg, last_active_ts) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence,"
+            " status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts",
+            user_id, presence, status_msg, ts,
+        )
+
     async def get_profile(self, user_id: str) -> tuple[str | None, str | None] | None:
         r = await self.q.fetchrow(
             "SELECT displayname, avatar_url FROM profiles WHERE user_id = $1", user_id

@@ -84,3 +84,19 @@ async def test_messages_backwards_has_end_when_chunk_not_empty(matrix) -> None:
     assert page["chunk"] and "end" in page
     last = await matrix.request(alice, "GET", f"/rooms/{room_id}/messages", params={"dir": "b", "from": page["end"]})
     assert last["chunk"] == [] and "end" not in last
+
+
+async def test_presence_status_roundtrip(matrix) -> None:
+    # "GET /presence/:user_id/status fetches initial status", "PUT ... updates my presence"
+    alice = await matrix.register()
+    bob = await matrix.register()
+    assert (await matrix.request(alice, "GET", f"/presence/{alice.user_id}/status"))["presence"] == "offline"
+    await matrix.request(alice, "PUT", f"/presence/{alice.user_id}/status",
+                         json={"presence": "online", "status_msg": "here"})
+    got = await matrix.request(bob, "GET", f"/presence/{alice.user_id}/status")
+    assert got["presence"] == "online" and got["status_msg"] == "here" and got["last_active_ago"] >= 0
+    await matrix.request(bob, "PUT", f"/presence/{alice.user_id}/status", expect=403, json={"presence": "online"})
+    r = await matrix.request(alice, "PUT", f"/presence/{alice.user_id}/status", expect=400,
+                             json={"presence": "dancing"})
+    assert r["errcode"] == "M_INVALID_PARAM"
+    await matrix.request(alice, "GET", "/presence/@nobody:test.local/status", expect=404)
