@@ -1,0 +1,40 @@
+"""Serving one cluster service process until SIGINT/SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from libs.config.model import HomeserverConfig
+
+from .services import build_service
+
+log = logging.getLogger("axon.cluster")
+
+
+async def serve_service(name: str, cfg: HomeserverConfig) -> None:
+    import uvicorn
+
+    proc = await build_service(name, cfg)
+    server = uvicorn.Server(uvicorn.Config(
+        proc.app, host=cfg.listen.host, port=cfg.listen.port, log_level="warning", access_log=False,
+        lifespan="off", timeout_keep_alive=75, loop="asyncio",
+    ))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+
+    def on_signal() -> None:
+        server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except NotImplementedError:  # pragma: no cover - non-Unix
+            pass
+    try:
+        await proc.start()
+        log.warning("Axon %s (%s) serving on http://%s:%d", name, proc.instance_id, cfg.listen.host,
+                    cfg.listen.port)
+        await server.serve()
+    finally:
+        await proc.stop()
