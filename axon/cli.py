@@ -165,22 +165,6 @@ def cmd_run_service(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run_service(args: argparse.Namespace) -> int:
-    """Cluster mode: one service in this process (PostgreSQL + Kafka, HTTP to the others)."""
-    from axon.cluster.run import serve_service
-
-    cfg = load_config(args.config)
-    if args.host:
-        cfg.listen.host = args.host
-    if args.port:
-        cfg.listen.port = args.port
-    from libs.metrics import setup_logging
-
-    setup_logging(cfg.logging.level, fmt=cfg.logging.format, service=args.name)
-    asyncio.run(serve_service(args.name, cfg))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="axon", description="Axon Matrix homeserver")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -208,13 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--log", choices=["embedded", "kafka"], default="embedded")
     g.add_argument("--kafka-bootstrap")
     g.set_defaults(func=cmd_generate_config)
-
-    rs = sub.add_parser("run-service", help="cluster mode: run one service in this process")
-    rs.add_argument("name", choices=["roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi"])
-    rs.add_argument("--config", "-c", required=True, help="YAML config file (with a `cluster` section)")
-    rs.add_argument("--host")
-    rs.add_argument("--port", type=int)
-    rs.set_defaults(func=cmd_run_service)
 
     rs = sub.add_parser("run-service", help="cluster mode: run one service in this process")
     rs.add_argument("name", choices=["roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi"])

@@ -143,27 +143,6 @@ class ClusterConfig:
 
 
 @dataclass
-class ClusterConfig:
-    """Cluster mode (`axon run-service`): each service's replicas, by internal base URL.
-
-    Calls to a service with several URLs go round-robin (any replica answers queries)."""
-    roomserver: list[str] = field(default_factory=list)
-    userapi: list[str] = field(default_factory=list)
-    syncapi: list[str] = field(default_factory=list)
-    mediaapi: list[str] = field(default_factory=list)
-    federationapi: list[str] = field(default_factory=list)
-    clientapi: list[str] = field(default_factory=list)
-    # Sent in X-Axon-Internal-Secret on every internal call; empty = no check (dev only).
-    internal_secret: str = ""
-    rpc_timeout_s: float = 30.0
-    # Access-token lookups are cached per process this long: a logged-out token keeps
-    # working on *other* replicas for at most this long (the replica that served the
-    # logout forgets it at once). 0 = no cache.
-    token_cache_ttl_s: float = 1.0
-    bcrypt_rounds: int = 12
-
-
-@dataclass
 class HomeserverConfig:
     server_name: str = "localhost"
     public_baseurl: str = "https://localhost/"
@@ -178,5 +157,4 @@ class HomeserverConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
