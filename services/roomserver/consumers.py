@@ -2,12 +2,14 @@
 sent back on the request's reply address once the event is committed."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from libs.errors import bad_json
-from libs.log.api import Record, TopicPartition
+from libs.log.api import Record, TopicPartition, partition_for
 from libs.log.reply import ReplySender
 from libs.log.runner import KeyedRunner
 
@@ -28,6 +30,28 @@ class InputConsumer:
         self.processor = processor
         self.replies = replies
 
+    async def handle_batch(self, records: list[Record]) -> None:
+        """Every queued record of one room: processed (and committed) together,
+        then each one's reply."""
+        items: list[tuple[str, dict[str, Any], str | None]] = []
+        results: list[dict[str, Any] | None] = []
+        for record in records:
+            try:
+                msg = json.loads(record.value)
+                kind, body, request_id = msg["kind"], msg["body"], msg.get("request_id")
+                if not isinstance(body, dict) or not isinstance(kind, str):
+                    raise ValueError("bad input record")
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                log.warning("malformed roomserver input record at %s/%d", record.tp, record.offset)
+                results.append(error_result(bad_json("malformed input record")))
+                continue
+            items.append((kind, body, request_id if isinstance(request_id, str) else None))
+            results.append(None)
+        done = iter(await self.processor.handle_batch(items)) if items else iter(())
+        for record, result in zip(records, results):
+            value = result if result is not None else next(done)
+            await self.replies.reply(record, json.dumps(value, separators=(",", ":")).encode())
+
     async def handle(self, record: Record) -> None:
         try:
             msg = json.loads(record.value)
@@ -44,16 +68,35 @@ class InputConsumer:
 
 class RevokeAwareListener:
     """Wraps the runner's rebalance hooks: rooms of partitions we lose may be
-    written by another replica, so their cached state is dropped."""
+    written by another replica, so their cached state is dropped.
 
-    def __init__(self, runner: KeyedRunner, processor: RoomInputProcessor) -> None:
+    With a relay (replicas sharing one outbox): before giving rooms up, what we
+    committed for them is published (bounded wait), so the next owner's events
+    cannot overtake ours on roomserver.output; on assignment, rows a dead previous
+    owner committed but never published go out before we write those rooms."""
+
+    def __init__(self, runner: KeyedRunner, processor: RoomInputProcessor, relay: Any = None,
+                 partitions_count: Callable[[], Awaitable[int]] | None = None,
+                 flush_timeout_s: float = 10.0) -> None:
         self.runner = runner
         self.processor = processor
+        self.relay = relay
+        self.partitions_count = partitions_count
+        self.flush_timeout_s = flush_timeout_s
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         await self.runner.on_revoked(partitions)
         self.processor.forget_all_rooms()
+        if self.relay is not None and partitions:
+            try:
+                await asyncio.wait_for(self.relay.wait_idle(), self.flush_timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("outbox not drained within %.0fs of a revocation", self.flush_timeout_s)
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         self.processor.forget_all_rooms()
+        if self.relay is not None and self.partitions_count is not None and partitions:
+            n = await self.partitions_count()
+            owned = {p for _t, p in partitions}
+            await self.relay.publish_unsent(lambda room_id: partition_for(room_id, n) in owned)
         await self.runner.on_assigned(partitions)

@@ -7,6 +7,11 @@ the database on first use), so sending a message costs one build + sign + auth
 check and ONE database transaction: the event row, its state snapshot (only if it
 changes state), current state, memberships, extremities, the outbox row, the
 client transaction ID and the input's result, all together.
+
+`handle_batch` takes every input record queued for a room at once: events are
+built, signed and auth-checked one after the other in memory (each on top of the
+previous one) and committed in ONE transaction with all their results; a failing
+event (e.g. M_FORBIDDEN) only gets its error result, the others go on.
 """
 from __future__ import annotations
 
@@ -53,6 +58,8 @@ CREATE_KEY = ("m.room.create", "")
 
 # (outbox_nid, room_id, event_id, record JSON) rows just committed.
 OutboxRows = list[tuple[int, str, str, str]]
+# (kind, body, request_id) of one input record.
+InputItem = tuple[str, dict[str, Any], str | None]
 
 
 def now_ms() -> int:
@@ -157,9 +164,7 @@ class RoomInputProcessor:
                 return prior
         try:
             if kind == "new_event":
-                req = NewEventRequest(**body)
-                event_id = await self.send(req, request_id)
-                return {"event_id": event_id}
+                return (await self.send_batch([(body, request_id)]))[0]
             if kind == "create_room":
                 room_id = await self.create(
                     CreateRoomRequest(**body["request"]), body["room_id"], body.get("create_event"),
@@ -174,6 +179,95 @@ class RoomInputProcessor:
         if request_id:
             await self.store.put_input_result(request_id, result)
         return result
+
+    async def handle_batch(self, items: list[InputItem]) -> list[dict[str, Any]]:
+        """Process input records in order (normally all of one room); runs of
+        new_event records are committed together (see `send_batch`)."""
+        results: list[dict[str, Any]] = []
+        i = 0
+        while i < len(items):
+            if items[i][0] != "new_event":
+                results.append(await self.handle(*items[i]))
+                i += 1
+                continue
+            j = i
+            while j < len(items) and items[j][0] == "new_event":
+                j += 1
+            results.extend(await self.send_batch([(body, rid) for _k, body, rid in items[i:j]]))
+            i = j
+        return results
+
+    async def send_batch(self, items: list[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
+        """new_event inputs (body, request_id) -> their results, in order. Per room:
+        one transaction for every event and every result."""
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        prior = await self.store.get_input_results([rid for _b, rid in items if rid])
+        by_room: dict[str, list[tuple[int, NewEventRequest, str | None]]] = {}
+        bad: list[tuple[str, dict[str, Any]]] = []
+        for k, (body, rid) in enumerate(items):
+            if rid and rid in prior:
+                results[k] = prior[rid]
+                continue
+            try:
+                req = NewEventRequest(**body)
+                if not isinstance(req.room_id, str):
+                    raise TypeError("room_id must be a string")
+            except (TypeError, KeyError) as e:
+                results[k] = error_result(bad_json(f"malformed input record: {e}"))
+                if rid:
+                    bad.append((rid, results[k]))
+                continue
+            by_room.setdefault(req.room_id, []).append((k, req, rid))
+        if bad:
+            await self.store.put_input_results(bad)
+        for room_id, group in by_room.items():
+            await self._send_room(room_id, group, results)
+        return [r if r is not None else error_result(bad_json("unprocessed")) for r in results]
+
+    async def _send_room(
+        self, room_id: str, group: list[tuple[int, NewEventRequest, str | None]],
+        results: list[dict[str, Any] | None],
+    ) -> None:
+        txns = [(r.sender, r.device_id, r.txn_id) for _k, r, _rid in group
+                if r.txn_id is not None and r.device_id is not None]
+        known_txns = await self.store.get_txn_events(txns) if txns else {}
+        room = await self.room(room_id)
+        batch = PersistBatch(room_nid=room.room_nid if room else 0, events=[])
+        ext_before = dict(room.extremities) if room else {}
+        try:
+            for k, req, rid in group:
+                txn = ((req.sender, req.device_id, req.txn_id)
+                       if req.txn_id is not None and req.device_id is not None else None)
+                try:
+                    if txn is not None and txn in known_txns:
+                        result: dict[str, Any] = {"event_id": known_txns[txn]}
+                    else:
+                        if not isinstance(req.content, dict):
+                            raise bad_json("content must be an object")
+                        if room is None:
+                            raise forbidden(f"unknown room {req.room_id}")
+                        rv = get_room_version(room.room_version)
+                        ev = await self._build(room, rv, req.type, req.sender, req.content, req.state_key,
+                                               req.redacts, req.origin_server_ts)
+                        await self._check(room, ev)
+                        await self._stage(room, rv, ev, batch, txn, req.device_id, req.txn_id)
+                        if txn is not None:
+                            known_txns[txn] = ev.event_id  # the same txn again in this batch
+                        result = {"event_id": ev.event_id}
+                except MatrixError as e:
+                    result = error_result(e)
+                results[k] = result
+                if rid:
+                    batch.input_results.append((rid, result))
+        except BaseException:
+            # Events staged so far moved the in-memory view ahead of the database.
+            self.forget_room(room_id)
+            raise
+        if batch.events:
+            assert room is not None
+            await self._persist(room, batch, ext_before)
+        elif batch.input_results:
+            await self.store.put_input_results(batch.input_results)
 
     async def send(self, req: NewEventRequest, request_id: str | None = None) -> str:
         """Build, auth-check and commit one local event; returns its event ID."""

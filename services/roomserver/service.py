@@ -80,7 +80,8 @@ class RoomserverService:
             self.processor,
             ReplySender(producer, local=replies if isinstance(replies, InProcessReplies) else None),
         )
-        self._runner_config = runner_config or RunnerConfig(max_in_flight=256)
+        # Batches: every input queued for a room is committed in one transaction.
+        self._runner_config = runner_config or RunnerConfig(max_in_flight=256, max_batch=100)
         self.runner: KeyedRunner | None = None
         self.routers: list[APIRouter] = []
         self.readiness_checks: list[Callable[[], Awaitable[bool]]] = [self._db_ready, self._consumer_ready]
@@ -94,9 +95,11 @@ class RoomserverService:
         if self._start_relay:
             await self.relay.start()
         consumer = self.log.consumer(CONSUMER_GROUP, [TOPIC_INPUT])
-        self.runner = KeyedRunner(consumer, self.input.handle, config=self._runner_config,
+        self.runner = KeyedRunner(consumer, batch_handler=self.input.handle_batch, config=self._runner_config,
                                   name="roomserver-input")
-        consumer.set_rebalance_listener(RevokeAwareListener(self.runner, self.processor))
+        consumer.set_rebalance_listener(RevokeAwareListener(
+            self.runner, self.processor, self.relay if self._start_relay else None,
+            lambda: self.log.partitions_for(TOPIC_INPUT)))
         await self.runner.start()
 
     async def stop(self) -> None:

@@ -80,6 +80,8 @@ class PersistBatch:
     # The input's result, stored under its request ID for redelivery.
     request_id: str | None = None
     result: dict[str, Any] | None = None
+    # More (request_id, result) pairs: a batch of inputs committed together.
+    input_results: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -397,11 +399,14 @@ class RoomserverStore:
                     "UPDATE rooms SET last_sent_event_id = $2 WHERE room_nid = $1",
                     room_nid, batch.last_sent_event_id,
                 )
+            results = list(batch.input_results)
             if batch.request_id is not None and batch.result is not None:
-                await tx.execute(
+                results.append((batch.request_id, batch.result))
+            if results:
+                await tx.executemany(
                     "INSERT INTO input_results (request_id, result) VALUES ($1, $2)"
                     " ON CONFLICT DO NOTHING",
-                    batch.request_id, _dumps(batch.result),
+                    [(rid, _dumps(res)) for rid, res in results],
                 )
         return PersistResult(room_nid=room_nid, outbox=outbox)
 
@@ -422,6 +427,43 @@ class RoomserverStore:
     async def get_input_result(self, request_id: str) -> dict[str, Any] | None:
         v = await self.db.fetchval("SELECT result FROM input_results WHERE request_id = $1", request_id)
         return None if v is None else json.loads(v)
+
+    async def get_input_results(self, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        ids = list(dict.fromkeys(request_ids))
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            ph = ",".join(f"${k + 1}" for k in range(len(part)))
+            for r in await self.db.fetch(
+                f"SELECT request_id, result FROM input_results WHERE request_id IN ({ph})", *part
+            ):
+                out[r[0]] = json.loads(r[1])
+        return out
+
+    async def get_txn_events(
+        self, txns: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], str]:
+        """(sender, device_id, txn_id) -> event_id for the client transactions seen before."""
+        out: dict[tuple[str, str, str], str] = {}
+        keys = list(dict.fromkeys(txns))
+        for i in range(0, len(keys), 200):
+            part = keys[i : i + 200]
+            cond = " OR ".join(
+                f"(sender = ${3 * k + 1} AND device_id = ${3 * k + 2} AND txn_id = ${3 * k + 3})"
+                for k in range(len(part))
+            )
+            args = [v for key in part for v in key]
+            for r in await self.db.fetch(
+                f"SELECT sender, device_id, txn_id, event_id FROM transactions WHERE {cond}", *args
+            ):
+                out[(r[0], r[1], r[2])] = r[3]
+        return out
+
+    async def put_input_results(self, results: list[tuple[str, dict[str, Any]]]) -> None:
+        await self.db.executemany(
+            "INSERT INTO input_results (request_id, result) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [(rid, _dumps(res)) for rid, res in results],
+        )
 
     async def put_input_result(self, request_id: str, result: dict[str, Any]) -> None:
         await self.db.execute(

@@ -148,14 +148,14 @@ async def test_rooms_do_not_block_each_other(db: Database, elog: EventLog, signi
         slow = await svc.api.create_room(CreateRoomRequest(creator=A, room_version="11"))
         fast = await svc.api.create_room(CreateRoomRequest(creator=A, room_version="11"))
         gate = asyncio.Event()
-        original = svc.processor.send
+        original = svc.processor.send_batch
 
-        async def gated(req, request_id=None):
-            if req.room_id == slow:
+        async def gated(items):
+            if any(body["room_id"] == slow for body, _rid in items):
                 await gate.wait()
-            return await original(req, request_id)
+            return await original(items)
 
-        svc.processor.send = gated  # type: ignore[method-assign]
+        svc.processor.send_batch = gated  # type: ignore[method-assign]
         blocked = asyncio.create_task(svc.api.send_event(
             NewEventRequest(room_id=slow, type="m.room.message", sender=A, content={"body": "s"})))
         await asyncio.sleep(0.05)
