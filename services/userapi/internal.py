@@ -111,7 +111,8 @@ class UserapiInternal:
         return await self.store.get_account(localpart) is None
 
     async def create_account(
-        self, localpart: str, password: str | None, is_guest: bool = False, is_admin: bool = False
+        self, localpart: str, password: str | None, is_guest: bool = False, is_admin: bool = False,
+        password_hash: str | None = None,
     ) -> Account:
         why = localpart_error(localpart, self.server_name)
         if why is not None:
@@ -120,7 +121,7 @@ class UserapiInternal:
             raise MatrixError(400, "M_INVALID_PARAM", "Password too long")
         if not await self.is_localpart_available(localpart):
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
-        hashed = await hash_password(password, self.bcrypt_rounds) if password else None
+        hashed = await hash_password(password, self.bcrypt_rounds) if password else password_hash
         user_id = full_user_id(localpart, self.server_name)
         now = _now_ms()
         if not await self.store.insert_account(localpart, user_id, hashed, now, is_guest, is_admin):
@@ -128,6 +129,12 @@ class UserapiInternal:
         # Synapse's default: the display name starts as the localpart (guests get none).
         await self.store.set_displayname(user_id, None if is_guest else localpart)
         return Account(user_id=user_id, created_ts=now, is_guest=is_guest, is_admin=is_admin)
+
+    async def hash_password(self, password: str) -> str:
+        """A hash create_account(password_hash=) accepts (so UIA sessions never keep a password)."""
+        if len(password) > MAX_PASSWORD_LENGTH:
+            raise MatrixError(400, "M_INVALID_PARAM", "Password too long")
+        return await hash_password(password, self.bcrypt_rounds)
 
     async def get_account(self, user_id: str) -> Account | None:
         localpart = self._local(user_id)
@@ -435,6 +442,12 @@ class UserapiInternal:
     # ---- user-interactive auth -------------------------------------------------------
     async def check_user_interactive_auth(
         self, purpose: str, flows: list[list[str]], auth: dict[str, Any] | None,
-        user_id: str | None = None, params: dict[str, Any] | None = None,
+        user_id: str | None = None, params: dict[str, Any] | None = None, keep_session: bool = False,
     ) -> None:
-        await self.uia.check(purpose, flows, auth, user_id, params)
+        await self.uia.check(purpose, flows, auth, user_id, params, keep_session=keep_session)
+
+    async def get_uia_data(self, session_id: str) -> dict[str, Any] | None:
+        return await self.store.get_uia_data(session_id)
+
+    async def set_uia_data(self, session_id: str, data: dict[str, Any]) -> None:
+        await self.store.set_uia_data(session_id, data)

@@ -59,9 +59,11 @@ class UserInteractiveAuth:
 
     async def check(
         self, purpose: str, flows: list[list[str]], auth: dict[str, Any] | None,
-        user_id: str | None = None, params: dict[str, Any] | None = None,
+        user_id: str | None = None, params: dict[str, Any] | None = None, keep_session: bool = False,
     ) -> None:
-        """Return once `auth` completes one of `flows`; raise UIARequired (401) otherwise."""
+        """Return once `auth` completes one of `flows`; raise UIARequired (401) otherwise.
+        `keep_session`: a completed session stays (until it expires) so that the operation
+        can be retried idempotently with it (registration)."""
         params = params or {}
         now = int(time.time() * 1000)
         if auth is not None and not isinstance(auth, dict):
@@ -100,7 +102,8 @@ class UserInteractiveAuth:
                 await self._store.set_uia_completed(session_id, completed)
 
         if any(all(s in completed for s in f) for f in flows):
-            await self._store.delete_uia_session(session_id)
+            if not keep_session:
+                await self._store.delete_uia_session(session_id)
             return
         raise UIARequired(flows, session_id, completed, params)
 

@@ -10,7 +10,10 @@ from services.clientapi.routes.common import AccountRoutesContext, Body, client_
 from services.userapi.api import UIA_REGISTER
 from services.userapi.identifiers import new_localpart
 from services.userapi.passwords import MAX_PASSWORD_LENGTH
-from services.userapi.uia import STAGE_DUMMY, STAGE_TOKEN
+from services.userapi.uia import STAGE_DUMMY, STAGE_TOKEN, UIARequired
+
+# Registration parameters a UIA session carries over to its later requests.
+_REMEMBERED = {"username", "password", "device_id", "initial_device_display_name", "inhibit_login"}
 
 
 class RegisterBody(Body):
@@ -73,15 +76,44 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
         available_flows = flows()
         if not reg.enabled or not available_flows:
             raise forbidden("Registration has been disabled")
+        # The UIA session remembers the first request's parameters and, once done, the
+        # registered user: a retry with the same session logs that user in again.
+        session = body.auth.get("session") if body.auth else None
+        stored = await ctx.userapi.get_uia_data(session) if isinstance(session, str) else None
+        stored_hash: str | None = None
+        if stored:
+            done_user = stored.get("registered_user_id")
+            params = {k: v for k, v in stored.items() if k in _REMEMBERED}
+            params.update({k: v for k, v in raw.items() if k in _REMEMBERED})
+            body = parse(RegisterBody, {**params, "auth": body.auth})
+            if isinstance(done_user, str):
+                if body.username is not None and done_user != f"@{body.username.lower()}:{server_name}":
+                    raise MatrixError(400, "M_UNKNOWN", "This session already registered another user")
+                return await login_response(done_user, body)
+            if body.password is None and isinstance(stored.get("password_hash"), str):
+                stored_hash = stored["password_hash"]
         if body.password is not None and len(body.password) > MAX_PASSWORD_LENGTH:
             raise MatrixError(400, "M_INVALID_PARAM", "Password too long")
         localpart = await check_username(body.username) if body.username is not None else None
-        await ctx.userapi.check_user_interactive_auth(UIA_REGISTER, available_flows, body.auth)
+        try:
+            await ctx.userapi.check_user_interactive_auth(UIA_REGISTER, available_flows, body.auth,
+                                                          keep_session=True)
+        except UIARequired as e:
+            sid = e.body.get("session")
+            if isinstance(sid, str) and not stored:
+                data = body.model_dump(include=_REMEMBERED - {"password"}, exclude_none=True)
+                if body.password is not None:  # only its hash is kept
+                    data["password_hash"] = await ctx.userapi.hash_password(body.password)
+                await ctx.userapi.set_uia_data(sid, data)
+            raise
 
-        if body.password is None:
+        if body.password is None and stored_hash is None:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing password")
         ratelimit(ctx, "register", client_ip(request))
-        account = await ctx.userapi.create_account(localpart or new_localpart(), body.password)
+        account = await ctx.userapi.create_account(localpart or new_localpart(), body.password,
+                                                   password_hash=stored_hash)
+        if isinstance(session, str):
+            await ctx.userapi.set_uia_data(session, {"registered_user_id": account.user_id})
         return await login_response(account.user_id, body)
 
     @r.get("/register/available")

@@ -492,6 +492,13 @@ class UserStore:
             session_id, _dumps(completed),
         )
 
+    async def get_uia_data(self, session_id: str) -> dict[str, Any] | None:
+        raw = await self.q.fetchval("SELECT data FROM uia_sessions WHERE session_id = $1", session_id)
+        return None if raw is None else dict(json.loads(raw))
+
+    async def set_uia_data(self, session_id: str, data: dict[str, Any]) -> None:
+        await self.q.execute("UPDATE uia_sessions SET data = $2 WHERE session_id = $1", session_id, _dumps(data))
+
     async def delete_uia_session(self, session_id: str) -> None:
         await self.q.execute("DELETE FROM uia_sessions WHERE session_id = $1", session_id)
 

@@ -100,3 +100,22 @@ async def test_presence_status_roundtrip(matrix) -> None:
                              json={"presence": "dancing"})
     assert r["errcode"] == "M_INVALID_PARAM"
     await matrix.request(alice, "GET", "/presence/@nobody:test.local/status", expect=404)
+
+
+async def test_registration_session_remembers_parameters_and_is_idempotent(client) -> None:
+    # "registration remembers parameters", "registration is idempotent, with username specified"
+    url = "/_matrix/client/v3/register"
+    r = await client.post(url, json={"username": "remembered", "password": "übers3kr1t", "device_id": "xyzzy"})
+    assert r.status_code == 401
+    session = r.json()["session"]
+    r = await client.post(url, json={"auth": {"type": "m.login.dummy", "session": session}})
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["user_id"].startswith("@remembered:") and first["device_id"] == "xyzzy"
+    r = await client.post(url, json={"auth": {"type": "m.login.dummy", "session": session}})
+    assert r.status_code == 200 and r.json()["user_id"] == first["user_id"]
+    # The remembered password works (only its hash was kept in the session).
+    r = await client.post("/_matrix/client/v3/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "remembered"},
+        "password": "übers3kr1t"})
+    assert r.status_code == 200, r.text

@@ -211,12 +211,13 @@ async def test_uia_password_stage(userapi: UserapiInternal) -> None:
         {"type": "m.login.password", "session": sid, "identifier": {"type": "m.id.user", "user": "q"}, "password": "pw"},
         uid,
     )
-    # Another user's password does not authenticate this user.
+    # Another user's password does not authenticate this user: 403, as SyTest expects.
     await userapi.create_account("r", "pw2")
-    with pytest.raises(UIARequired):
+    with pytest.raises(MatrixError) as forbidden:
         await userapi.check_user_interactive_auth(
             UIA_PASSWORD, flows, {"type": "m.login.password", "user": "@r:test.local", "password": "pw2"}, uid
         )
+    assert forbidden.value.status == 403 and not isinstance(forbidden.value, UIARequired)
 
 
 async def test_create_user_cli(userapi: UserapiInternal) -> None:
