@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from libs.log.api import Producer
 
@@ -88,6 +89,33 @@ class OutboxRelay:
     async def wait_idle(self) -> None:
         """Until every notified row is published and marked."""
         await self._idle.wait()
+
+    async def publish_unsent(self, owns_room: Callable[[str], bool], page: int = 1000) -> int:
+        """Publish every unsent row of the rooms `owns_room` accepts, then return.
+
+        Called when this replica is assigned input partitions (cluster: replicas share
+        the outbox table): a previous owner that died between commit and publish left
+        rows that nobody else will send, and they must go out before this replica
+        writes the rooms' next events, or consumers would see them out of order.
+        Rows another replica is still publishing may go out twice; consumers dedupe
+        on event_id, and each room's rows still go out in commit order."""
+        after, found = 0, 0
+        while True:
+            rows = await self.store.db.fetch(
+                "SELECT outbox_nid, room_id, event_id, record FROM outbox WHERE sent = FALSE"
+                " AND outbox_nid > $1 ORDER BY outbox_nid LIMIT $2", after, page)
+            if not rows:
+                break
+            after = int(rows[-1][0])
+            mine = [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows if owns_room(str(r[1]))]
+            found += len(mine)
+            self.notify(mine)
+            if len(rows) < page:
+                break
+        if found:
+            log.info("outbox relay: re-publishing %d unsent rows of newly assigned rooms", found)
+            await self.wait_idle()
+        return found
 
     async def _run(self) -> None:
         backoff = 0.05
