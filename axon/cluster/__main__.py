@@ -70,7 +70,7 @@ def cluster_config(*, run_dir: str, server_name: str, router_port: int, plan: li
     cfg.log.kafka_topic_prefix = topic_prefix
     cfg.logging.format = "json"
     cfg.cluster.internal_secret = secret
-    cfg.cluster.bcrypt_rounds = bcrypt_rounds
+    cfg.registration.bcrypt_rounds = bcrypt_rounds
     for name in SERVICES:
         setattr(cfg.cluster, name, [f"http://127.0.0.1:{p}" for n, p in plan if n == name])
     return cfg

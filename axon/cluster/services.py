@@ -199,7 +199,7 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
             from services.userapi.service import MIGRATIONS_PACKAGE, UserapiService
 
             svc = UserapiService(cfg, await db("userapi", MIGRATIONS_PACKAGE), proc.log,
-                                 bcrypt_rounds=cfg.cluster.bcrypt_rounds)
+                                 bcrypt_rounds=cfg.registration.bcrypt_rounds)
             impl, parts = svc.api, [svc]
         elif name == "syncapi":
             from services.syncapi.service import SyncService

@@ -139,7 +139,6 @@ class ClusterConfig:
     # working on *other* replicas for at most this long (the replica that served the
     # logout forgets it at once). 0 = no cache.
     token_cache_ttl_s: float = 1.0
-    bcrypt_rounds: int = 12
 
 
 @dataclass
