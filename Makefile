@@ -14,7 +14,8 @@ export AXON_TEST_KAFKA ?= 127.0.0.1:$(KAFKA_PORT)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events sytest clean
+.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events sytest clean \
+	cluster cluster-stop cluster-status
 
 help:
 	@echo "make run        - run the homeserver (embedded default) on http://127.0.0.1:8008"
@@ -46,6 +47,29 @@ services:
 services-stop:
 	-scripts/kafka.sh stop
 	-scripts/postgres.sh stop
+
+# Cluster mode: one process per service (replica counts below) over Kafka + PostgreSQL,
+# nginx router on ROUTER_PORT; services on CLUSTER_BASE_PORT, +1, ... (scripts/cluster.sh).
+ROOMSERVERS ?= 1
+SYNCAPIS ?= 1
+CLIENTAPIS ?= 1
+USERAPIS ?= 1
+MEDIAAPIS ?= 1
+FEDERATIONAPIS ?= 1
+ROUTER_PORT ?= 8008
+CLUSTER_BASE_PORT ?= 18100
+CLUSTER_ENV = ROOMSERVERS=$(ROOMSERVERS) SYNCAPIS=$(SYNCAPIS) CLIENTAPIS=$(CLIENTAPIS) USERAPIS=$(USERAPIS) \
+	MEDIAAPIS=$(MEDIAAPIS) FEDERATIONAPIS=$(FEDERATIONAPIS) ROUTER_PORT=$(ROUTER_PORT) \
+	BASE_PORT=$(CLUSTER_BASE_PORT) PG_PORT=$(PG_PORT) KAFKA_PORT=$(KAFKA_PORT) PYTHON=$(CURDIR)/$(PY)
+
+cluster: $(VENV)/.installed
+	$(CLUSTER_ENV) scripts/cluster.sh start
+
+cluster-stop:
+	$(CLUSTER_ENV) scripts/cluster.sh stop
+
+cluster-status:
+	$(CLUSTER_ENV) scripts/cluster.sh status
 
 test: install-test services
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
