@@ -35,12 +35,15 @@ class Options:
     sync_rooms: int = 20
     sync_history: int = 20
     sync_repeats: int = 5
-    server_budget_s: float = 270.0
+    send_limit_s: float = 30.0
+    delivery_limit_s: float = 45.0
+    server_budget_s: float = 400.0
 
     @classmethod
     def quick(cls) -> Options:
         return cls(users=4, messages=10, delivery_messages=20, delivery_rate=50.0,
-                   sync_rooms=3, sync_history=3, sync_repeats=2, server_budget_s=120.0)
+                   sync_rooms=3, sync_history=3, sync_repeats=2, send_limit_s=20.0, delivery_limit_s=20.0,
+                   server_budget_s=120.0)
 
 
 async def _phase(name: str, coro: Any, budget_s: float, phases: list[Phase]) -> None:
@@ -70,18 +73,18 @@ async def bench_server(server: Server, opts: Options) -> dict[str, Any]:
         async def run_all() -> None:
             users = await make_users(http, server.base_url, "bu", opts.users)
             await _phase("send_shared", send_throughput(users, shared_room=True, messages_each=opts.messages,
-                                                         time_limit_s=opts.server_budget_s / 5),
-                         opts.server_budget_s / 4, phases)
+                                                         time_limit_s=opts.send_limit_s),
+                         opts.send_limit_s + 60, phases)
             await _phase("send_own", send_throughput(users, shared_room=False, messages_each=opts.messages,
-                                                      time_limit_s=opts.server_budget_s / 5),
-                         opts.server_budget_s / 4, phases)
+                                                      time_limit_s=opts.send_limit_s),
+                         opts.send_limit_s + 60, phases)
             await _phase("delivery", delivery_latency(
                 users[0], users[1], messages=opts.delivery_messages, rate_per_s=opts.delivery_rate,
-                deadline_s=30.0), opts.delivery_messages / opts.delivery_rate + 60, phases)
+                deadline_s=20.0, time_limit_s=opts.delivery_limit_s), opts.delivery_limit_s + 40, phases)
             syncer = (await make_users(http, server.base_url, "bs", 1))[0]
             await _phase("initial_sync", initial_sync(
                 syncer, users[1:4], rooms=opts.sync_rooms, history=opts.sync_history,
-                repeats=opts.sync_repeats), opts.server_budget_s / 3, phases)
+                repeats=opts.sync_repeats), 0.45 * opts.server_budget_s, phases)
 
         setup_error = None
         try:
@@ -126,7 +129,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     opts = Options.quick() if args.quick else Options(
         users=args.users, messages=args.messages, delivery_messages=args.delivery_messages,
         delivery_rate=args.delivery_rate, sync_rooms=args.sync_rooms, sync_history=args.sync_history,
-        sync_repeats=args.sync_repeats, server_budget_s=args.server_budget)
+        sync_repeats=args.sync_repeats, send_limit_s=args.send_limit, delivery_limit_s=args.delivery_limit,
+        server_budget_s=args.server_budget)
     results: dict[str, Any] = {}
     if args.target:
         server = Server(name=args.label, base_url=args.target.rstrip("/"), pid=args.pid)
@@ -194,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sync-rooms", type=int, default=20)
     p.add_argument("--sync-history", type=int, default=20, help="messages per room")
     p.add_argument("--sync-repeats", type=int, default=5)
-    p.add_argument("--server-budget", type=float, default=270.0, help="seconds per server, all phases")
+    p.add_argument("--send-limit", type=float, default=30.0, help="seconds: senders stop after this")
+    p.add_argument("--delivery-limit", type=float, default=45.0, help="seconds: delivery sender stops after this")
+    p.add_argument("--server-budget", type=float, default=400.0, help="seconds per server, all phases")
     p.add_argument("--synapse-venv", default=".run/bench/synapse-venv")
     p.add_argument("--workdir", default=None, help="parent of the temporary data dirs")
     p.add_argument("--keep", action="store_true", help="keep the servers' data dirs and logs")

@@ -115,9 +115,12 @@ def _timeline_bodies(doc: dict[str, Any], room_id: str) -> list[str]:
 
 
 async def delivery_latency(sender: User, receiver: User, *, messages: int, rate_per_s: float,
-                           deadline_s: float) -> Phase:
+                           deadline_s: float, time_limit_s: float = 60.0) -> Phase:
     """A receiver long-polls /sync while a sender sends at a steady rate; for each message,
-    the time from just before its PUT until a /sync response carrying it arrives."""
+    the time from just before its PUT until a /sync response carrying it arrives.
+
+    The sender stops after time_limit_s (a slow server still yields figures); the
+    receiver then has deadline_s more to see what was sent."""
     phase = Phase("delivery")
     room = await sender.create_room(preset="public_chat")
     await receiver.join(room)
@@ -133,6 +136,7 @@ async def delivery_latency(sender: User, receiver: User, *, messages: int, rate_
     arrived_at: dict[int, float] = {}
     errors: list[str] = []
     done = asyncio.Event()
+    sending_over = asyncio.Event()
     syncs = 0
 
     async def receive() -> None:
@@ -154,12 +158,15 @@ async def delivery_latency(sender: User, receiver: User, *, messages: int, rate_
                     except ValueError:
                         continue
                     arrived_at.setdefault(k, now)
-            if len(arrived_at) >= messages:
+            if sending_over.is_set() and len(arrived_at) >= len(sent_at):
                 done.set()
 
     async def send() -> None:
         start = time.perf_counter()
         for k in range(messages):
+            if time.perf_counter() - start > time_limit_s:
+                errors.append(f"time limit: {messages - k} of {messages} messages not sent")
+                break
             delay = start + k / rate_per_s - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -173,10 +180,14 @@ async def delivery_latency(sender: User, receiver: User, *, messages: int, rate_
     clock = CpuClock()
     receiver_task = asyncio.create_task(receive())
     await send()
+    sending_over.set()
+    if len(arrived_at) >= len(sent_at):
+        done.set()
     try:
         await asyncio.wait_for(done.wait(), timeout=max(5.0, deadline_s))
     except TimeoutError:
-        errors.append(f"{messages - len(arrived_at)} messages not seen by /sync within the deadline")
+        missing = sum(1 for k in sent_at if k not in arrived_at)
+        errors.append(f"{missing} sent messages not seen by /sync within {deadline_s:.0f}s")
     done.set()
     receiver_task.cancel()
     try:
@@ -191,7 +202,8 @@ async def delivery_latency(sender: User, receiver: User, *, messages: int, rate_
         phase.metrics["delivery_p50_ms"] = s.p50_ms
         phase.metrics["delivery_p99_ms"] = s.p99_ms
         phase.detail["latency"] = s.to_json()
-    phase.detail.update(messages=messages, rate_per_s=rate_per_s, delivered=len(lat), sync_responses=syncs)
+    phase.detail.update(messages=messages, sent=len(sent_at), rate_per_s=rate_per_s, delivered=len(lat),
+                        sync_responses=syncs)
     return phase
 
 
@@ -200,7 +212,7 @@ async def initial_sync(syncer: User, members: list[User], *, rooms: int, history
     """A user in `rooms` rooms, each with `history` messages from a few members:
     time of a full initial /sync (timeline limit = history), median of `repeats`."""
     phase = Phase("initial_sync")
-    sem = asyncio.Semaphore(4)
+    sem = asyncio.Semaphore(8)
     everyone = [syncer, *members]
 
     async def build(i: int) -> None:
