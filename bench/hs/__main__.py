@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.hs", description=__doc__)
     p.add_argument("--servers", default="axon,synapse", help="which to start, in order (axon,synapse)")
     p.add_argument("--target", help="bench an already running homeserver at this URL instead")
-    p.add_argument("--pid", type=int, help="with --target: the server's PID, for RSS/CPU of its process tree")
+    p.add_argument("--pid", type=int, action="append",
+                   help="with --target: the server's PID, for RSS/CPU of its process tree (repeat for a cluster)")
     p.add_argument("--label", default="target", help="with --target: its name in the report")
     p.add_argument("--quick", action="store_true", help="tiny workload (smoke test)")
     p.add_argument("--users", type=int, default=10, help="concurrent senders")

@@ -32,7 +32,7 @@ class Server:
 
     name: str
     base_url: str
-    pid: int | None
+    pid: int | list[int] | None  # several for a cluster: each PID's tree is measured
     version: str = ""
     log_path: Path | None = None
     proc: asyncio.subprocess.Process | None = None

@@ -53,17 +53,23 @@ class TreeSample:
     pids: int
 
 
-def sample_tree(root: int) -> TreeSample | None:
-    """Sum of RSS and utime+stime over root's process tree; None once root has exited."""
+def sample_tree(root: int | list[int]) -> TreeSample | None:
+    """Sum of RSS and utime+stime over the process tree(s) of root (one PID or several,
+    e.g. every service of a cluster); None once every root has exited."""
+    roots = [root] if isinstance(root, int) else list(root)
     stats: dict[int, tuple[int, int, int, int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
             st = _read_stat(int(name))
             if st is not None:
                 stats[int(name)] = st
-    if root not in stats:
+    live = [r for r in roots if r in stats]
+    if not live:
         return None
-    tree = descendants(root, {pid: st[0] for pid, st in stats.items()})
+    parents = {pid: st[0] for pid, st in stats.items()}
+    tree: set[int] = set()
+    for r in live:
+        tree |= descendants(r, parents)
     rss = sum(stats[p][3] for p in tree if p in stats) * _PAGE
     cpu = sum(stats[p][1] + stats[p][2] for p in tree if p in stats) / _TICK
     return TreeSample(rss_bytes=rss, cpu_seconds=cpu, pids=len(tree))
@@ -71,9 +77,9 @@ def sample_tree(root: int) -> TreeSample | None:
 
 @dataclass
 class TreeSampler:
-    """Samples a process tree every `period` seconds in a daemon thread until stopped."""
+    """Samples a process tree (or several) every `period` seconds in a daemon thread until stopped."""
 
-    root: int
+    root: int | list[int]
     period: float = 0.1
     peak_rss_bytes: int = 0
     last_cpu_seconds: float = 0.0

@@ -120,3 +120,28 @@ def test_synapse_config_is_loopback_open_and_unlimited(tmp_path: Path) -> None:
     import yaml
 
     assert yaml.safe_load(path.read_text())["listeners"][0]["port"] == 12345
+
+
+def test_sample_tree_of_this_process_and_several_roots() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from bench.hs.procs import TreeSampler, sample_tree
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        mine = sample_tree(os.getpid())
+        assert mine is not None and mine.pids >= 2 and mine.rss_bytes > 0 and mine.cpu_seconds > 0
+        only_child = sample_tree(child.pid)
+        assert only_child is not None and only_child.pids == 1
+        both = sample_tree([child.pid, 999_999_999])
+        assert both is not None and both.pids == 1
+        sampler = TreeSampler(child.pid, period=0.01)
+        sampler.start()
+        sampler.stop()
+        assert sampler.samples >= 1 and sampler.peak_rss_bytes == max(sampler.peak_rss_bytes, 1)
+    finally:
+        child.kill()
+        child.wait()
+    assert sample_tree(999_999_999) is None
