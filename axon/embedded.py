@@ -113,7 +113,7 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
         config=config, userapi=userapi.api, auth=userapi.client_auth, ratelimiter=ratelimiter))
     clientapi = ClientService(config, event_log, roomserver=roomserver.api, userapi=userapi.api, auth=auth,
                               extra_client_routers=account_routers, wait_projected=syncapi.api.wait_for_event,
-                              ratelimiter=ratelimiter)
+                              ratelimiter=ratelimiter, guest_auth=guest_auth)
     profile_sync = ProfileSync(roomserver.api, syncapi.api.wait_for_event)
     userapi.api.profile_change_hooks.append(profile_sync.on_profile_change)
     userapi.api.deactivation_hooks.append(profile_sync.on_deactivated)

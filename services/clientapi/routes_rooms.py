@@ -41,6 +41,8 @@ class RoomRoutesDeps:
     userapi: UserAPI
     producer: Producer
     auth: AuthDependency  # FastAPI dependency returning the requesting Device
+    # The same, but guests allowed (join/leave/send/state/typing/receipts); None: guests refused.
+    guest_auth: AuthDependency | None = None
     # Read-your-writes: wait (bounded) until the syncapi has projected an event, so a
     # client's /sync or /messages right after its write sees it. None: don't wait.
     wait_projected: Callable[[str], Awaitable[Any]] | None = None
@@ -82,6 +84,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
     router = APIRouter()
     rs = deps.roomserver
     auth = deps.auth
+    guest = deps.guest_auth or deps.auth
 
     def limit(action: str, user_id: str) -> None:
         if deps.ratelimiter is not None:
@@ -131,12 +134,19 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
     async def do_join(room_id: str, device: Device, body: dict[str, Any]) -> dict[str, Any]:
         limit("join", device.user_id)
         await ensure_room(room_id)
+        if device.is_guest:
+            ga = await rs.get_state_event(room_id, "m.room.guest_access", "")
+            if ga is None or ga.get("content", {}).get("guest_access") != "can_join":
+                raise _err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
         # Extra body keys become member event content, as clients expect (profile and membership win).
         extra = {k: v for k, v in body.items() if k not in ("third_party_signed", "membership")}
         content: dict[str, Any] = {**extra, "membership": "join", **await profile_content(device.user_id)}
         reason = _opt_str(body, "reason")
         if reason is not None:
             content["reason"] = reason
+        current = await rs.get_state_event(room_id, "m.room.member", device.user_id)
+        if current is not None and current.get("content") == content:
+            return {"room_id": room_id}  # already joined like this: no new event
         await send(NewEventRequest(room_id=room_id, type="m.room.member", sender=device.user_id,
                                    state_key=device.user_id, content=content))
         return {"room_id": room_id}
@@ -185,6 +195,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         is_direct = body.get("is_direct", False)
         if not isinstance(is_direct, bool):
             raise _err(400, "M_BAD_JSON", "'is_direct' must be a boolean")
+        creator_profile = await profile_content(device.user_id)
         req = CreateRoomRequest(
             creator=device.user_id,
             room_version=version,
@@ -199,6 +210,8 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
             creation_content=creation_content,
             power_level_content_override=plo,
             device_id=device.device_id,
+            creator_displayname=creator_profile.get("displayname"),
+            creator_avatar_url=creator_profile.get("avatar_url"),
         )
         room_id = await rs.create_room(req)
         if deps.wait_projected is not None:
@@ -213,12 +226,12 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
 
     # ---------------------------------------------------------------- membership
     @router.post("/join/{room_id_or_alias}")
-    async def join_any(room_id_or_alias: str, request: Request, device: Device = Depends(auth)) -> dict[str, Any]:
+    async def join_any(room_id_or_alias: str, request: Request, device: Device = Depends(guest)) -> dict[str, Any]:
         body = await _json_body(request)
         return await do_join(await resolve_room(room_id_or_alias), device, body)
 
     @router.post("/rooms/{room_id}/join")
-    async def join_room(room_id: str, request: Request, device: Device = Depends(auth)) -> dict[str, Any]:
+    async def join_room(room_id: str, request: Request, device: Device = Depends(guest)) -> dict[str, Any]:
         body = await _json_body(request)
         return await do_join(room_id, device, body)
 
@@ -246,7 +259,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         return await membership_change(room_id, device, target, "invite", body, extra)
 
     @router.post("/rooms/{room_id}/leave")
-    async def leave(room_id: str, request: Request, device: Device = Depends(auth)) -> dict[str, Any]:
+    async def leave(room_id: str, request: Request, device: Device = Depends(guest)) -> dict[str, Any]:
         body = await _json_body(request)
         await ensure_room(room_id)
         if await membership_of(room_id, device.user_id) in (None, "leave"):
@@ -278,14 +291,14 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         router.add_api_route(f"/rooms/{{room_id}}/{action}", make(), methods=["POST"])
 
     @router.get("/joined_rooms")
-    async def joined_rooms(device: Device = Depends(auth)) -> dict[str, Any]:
+    async def joined_rooms(device: Device = Depends(guest)) -> dict[str, Any]:
         rooms = await rs.get_rooms_for_user(device.user_id, ("join",))
         return {"joined_rooms": [m.room_id for m in rooms]}
 
     # ---------------------------------------------------------------- events
     @router.put("/rooms/{room_id}/send/{event_type}/{txn_id}")
     async def send_message(room_id: str, event_type: str, txn_id: str, request: Request,
-                           device: Device = Depends(auth)) -> dict[str, Any]:
+                           device: Device = Depends(guest)) -> dict[str, Any]:
         body = await _json_body(request)
         limit("message", device.user_id)
         await ensure_room(room_id)
@@ -299,7 +312,10 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         if len(state_key.encode()) > _MAX_ID_BYTES or len(event_type.encode()) > _MAX_ID_BYTES:
             raise _err(400, "M_INVALID_PARAM", "type or state_key too long")
         if event_type == "m.room.member":
-            raise _err(400, "M_BAD_JSON", "Use the membership endpoints to change membership")
+            # Allowed (e.g. a per-room display name); the auth rules judge the membership.
+            _check_user_id(state_key, "state_key")
+            if not isinstance(body.get("membership"), str):
+                raise _err(400, "M_BAD_JSON", "'membership' must be a string")
         # Sending identical state again is a no-op that returns the existing event (as Synapse does).
         existing = await rs.get_state_event(room_id, event_type, state_key)
         if existing is not None and existing.get("content") == body and existing.get("sender") == device.user_id:
@@ -332,7 +348,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         raise _err(403, "M_FORBIDDEN", f"User {user_id} not in room {room_id}")
 
     @router.get("/rooms/{room_id}/state")
-    async def get_state_all(room_id: str, device: Device = Depends(auth)) -> list[dict[str, Any]]:
+    async def get_state_all(room_id: str, device: Device = Depends(guest)) -> list[dict[str, Any]]:
         state = await visible_state(room_id, device.user_id)
         now = int(time.time() * 1000)
         return [to_client_event(ev, now_ms=now) for ev in state.values()]
@@ -349,12 +365,12 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
 
     @router.get("/rooms/{room_id}/state/{event_type}/{state_key:path}")
     async def get_state_key(room_id: str, event_type: str, state_key: str, format: str | None = None,
-                            device: Device = Depends(auth)) -> dict[str, Any]:
+                            device: Device = Depends(guest)) -> dict[str, Any]:
         return await get_state_one(room_id, event_type, state_key, device, format)
 
     @router.get("/rooms/{room_id}/state/{event_type}")
     async def get_state_nokey(room_id: str, event_type: str, format: str | None = None,
-                              device: Device = Depends(auth)) -> dict[str, Any]:
+                              device: Device = Depends(guest)) -> dict[str, Any]:
         return await get_state_one(room_id, event_type, "", device, format)
 
     @router.put("/rooms/{room_id}/redact/{event_id}/{txn_id}")
@@ -375,7 +391,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         return {"event_id": new_id}
 
     @router.get("/rooms/{room_id}/event/{event_id}")
-    async def get_event(room_id: str, event_id: str, device: Device = Depends(auth)) -> dict[str, Any]:
+    async def get_event(room_id: str, event_id: str, device: Device = Depends(guest)) -> dict[str, Any]:
         await ensure_room(room_id)
         ev = await rs.get_event(event_id)
         if ev is None or ev.get("room_id") != room_id:
@@ -392,7 +408,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         return deps.topic_prefix + name
 
     @router.put("/rooms/{room_id}/typing/{user_id}")
-    async def typing(room_id: str, user_id: str, request: Request, device: Device = Depends(auth)) -> dict[str, Any]:
+    async def typing(room_id: str, user_id: str, request: Request, device: Device = Depends(guest)) -> dict[str, Any]:
         body = await _json_body(request)
         if user_id != device.user_id:
             raise _err(403, "M_FORBIDDEN", "Cannot set another user's typing state")
@@ -421,7 +437,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
 
     @router.post("/rooms/{room_id}/receipt/{receipt_type}/{event_id}")
     async def receipt(room_id: str, receipt_type: str, event_id: str, request: Request,
-                      device: Device = Depends(auth)) -> dict[str, Any]:
+                      device: Device = Depends(guest)) -> dict[str, Any]:
         body = await _json_body(request)
         if receipt_type not in ("m.read", "m.read.private", "m.fully_read"):
             raise _err(400, "M_INVALID_PARAM", f"Unknown receipt type {receipt_type!r}")
@@ -434,7 +450,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         return {}
 
     @router.post("/rooms/{room_id}/read_markers")
-    async def read_markers(room_id: str, request: Request, device: Device = Depends(auth)) -> dict[str, Any]:
+    async def read_markers(room_id: str, request: Request, device: Device = Depends(guest)) -> dict[str, Any]:
         body = await _json_body(request)
         await require_joined(room_id, device.user_id)
         for key in ("m.fully_read", "m.read", "m.read.private"):

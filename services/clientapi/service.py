@@ -25,11 +25,12 @@ class ClientService:
                  userapi: UserAPI, auth: Callable[..., Awaitable[Any]],
                  extra_client_routers: list[APIRouter] | None = None,
                  wait_projected: Callable[[str], Awaitable[Any]] | None = None,
-                 ratelimiter: RateLimiter | None = None) -> None:
+                 ratelimiter: RateLimiter | None = None,
+                 guest_auth: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.config = config
         rooms = build_room_router(RoomRoutesDeps(
             server_name=config.server_name, roomserver=roomserver, userapi=userapi,
-            producer=log.producer(), auth=auth, wait_projected=wait_projected,
+            producer=log.producer(), auth=auth, guest_auth=guest_auth, wait_projected=wait_projected,
             ratelimiter=ratelimiter or RateLimiter(config.rate_limiting),
         ))
         self.routers: list[APIRouter] = []

@@ -119,3 +119,37 @@ async def test_registration_session_remembers_parameters_and_is_idempotent(clien
         "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "remembered"},
         "password": "übers3kr1t"})
     assert r.status_code == 200, r.text
+
+
+async def test_guest_joins_only_can_join_rooms_and_sends(matrix, client, homeserver) -> None:
+    # "Guest users can join guest_access rooms", "... can send messages to guest_access rooms if joined"
+    homeserver.config.registration.allow_guests = True
+    r = await client.post("/_matrix/client/v3/register?kind=guest", json={})
+    assert r.status_code == 200, r.text
+    g = r.json()
+    guest = type("G", (), {"headers": {"Authorization": f"Bearer {g['access_token']}"}})()
+    alice = await matrix.register()
+    closed = await matrix.create_room(alice, preset="public_chat")
+    r = await matrix.request(guest, "POST", f"/rooms/{closed}/join", expect=403, json={})
+    assert r["errcode"] == "M_GUEST_ACCESS_FORBIDDEN"
+    room_id = await matrix.create_room(alice, preset="public_chat", initial_state=[
+        {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "can_join"}}])
+    await matrix.request(guest, "POST", f"/join/{quote(room_id)}", json={})
+    await matrix.request(guest, "PUT", f"/rooms/{room_id}/send/m.room.message/g1", json={"msgtype": "m.text", "body": "hi"})
+    await matrix.request(guest, "POST", "/createRoom", expect=403, json={})
+
+
+async def test_joining_twice_is_idempotent_and_member_state_can_be_put(matrix) -> None:
+    # "Joining room twice is idempotent", "Room members can override their displayname on a room-specific basis"
+    alice = await matrix.register()
+    room_id = await matrix.create_room(alice, preset="public_chat")
+    before = await matrix.request(alice, "GET", f"/rooms/{room_id}/state/m.room.member/{alice.user_id}", params={"format": "event"})
+    await matrix.request(alice, "POST", f"/rooms/{room_id}/join", json={})
+    after = await matrix.request(alice, "GET", f"/rooms/{room_id}/state/m.room.member/{alice.user_id}", params={"format": "event"})
+    assert after["event_id"] == before["event_id"]
+    await matrix.request(alice, "PUT", f"/rooms/{room_id}/state/m.room.member/{alice.user_id}",
+                         json={"membership": "join", "displayname": "Room Alice"})
+    got = await matrix.request(alice, "GET", f"/rooms/{room_id}/state/m.room.member/{alice.user_id}")
+    assert got["displayname"] == "Room Alice"
+    await matrix.request(alice, "PUT", f"/rooms/{room_id}/state/m.room.member/{alice.user_id}", expect=400,
+                         json={"displayname": "no membership"})
