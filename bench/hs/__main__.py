@@ -68,6 +68,7 @@ async def bench_server(server: Server, opts: Options) -> dict[str, Any]:
     cpu_start = sampler.last_cpu_seconds if sampler else 0.0
     phases: list[Phase] = []
     t_start = time.perf_counter()
+    load_start = list(os.getloadavg())
     log.warning("bench %s at %s (pid %s)", server.name, server.base_url, server.pid)
     async with new_session() as http:
         async def run_all() -> None:
@@ -110,6 +111,8 @@ async def bench_server(server: Server, opts: Options) -> dict[str, Any]:
         "name": server.name, "version": server.version, "base_url": server.base_url, "pid": server.pid,
         "metrics": metrics, "phases": [p.to_json() for p in phases], "error": setup_error,
         "wall_s": time.perf_counter() - t_start, "rss_samples": sampler.samples if sampler else 0,
+        # Background load on the machine during this server's run (1-min load averages).
+        "loadavg_1m": {"start": load_start[0], "end": os.getloadavg()[0]},
     }
 
 
