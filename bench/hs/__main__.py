@@ -184,6 +184,13 @@ def _document(results: dict[str, Any], opts: Options) -> dict[str, Any]:
         doc["markdown"] = report.markdown_comparison(rows)
     else:
         doc["markdown"] = "\n\n".join(report.markdown_single(n, r["metrics"]) for n, r in results.items())
+    # The row labels name the default workload; say what actually ran.
+    doc["markdown"] += (
+        f"\n\nworkload: {opts.users} senders × {opts.messages} messages (≤ {opts.send_limit_s:g} s);"
+        f" delivery {opts.delivery_messages} messages at {opts.delivery_rate:g}/s;"
+        f" initial /sync in {opts.sync_rooms} rooms × {opts.sync_history} messages, median of {opts.sync_repeats}."
+        f" Versions: " + ", ".join(f"{n} {r.get('version') or '?'}" for n, r in results.items()) + "."
+    )
     return doc
 
 

@@ -145,3 +145,16 @@ def test_sample_tree_of_this_process_and_several_roots() -> None:
         child.kill()
         child.wait()
     assert sample_tree(999_999_999) is None
+
+
+def test_document_compares_two_servers_and_names_the_workload() -> None:
+    from bench.hs.__main__ import Options, _document
+
+    both = _document({"axon": {"metrics": {"peak_rss_mb": 50.0}, "version": "0.1.0"},
+                      "synapse": {"metrics": {"peak_rss_mb": 100.0}, "version": "1.163.2"}}, Options.quick())
+    rows = {r["metric"]: r for r in both["comparison"]}
+    assert rows["peak_rss_mb"]["ratio"] == 0.5 and rows["peak_rss_mb"]["met"] is True
+    assert "| Axon | Synapse |" in both["markdown"]
+    assert "4 senders × 10 messages" in both["markdown"] and "synapse 1.163.2" in both["markdown"]
+    one = _document({"target": {"metrics": {}, "version": ""}}, Options())
+    assert "comparison" not in one and "| metric | target |" in one["markdown"]
