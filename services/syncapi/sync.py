@@ -338,10 +338,19 @@ class SyncEngine:
         members = await self.store.current_members(room_id)
         joined = sorted(u for u, m, _ in members if m == "join")
         invited = sorted(u for u, m, _ in members if m == "invite")
+        counts = {"m.joined_member_count": len(joined), "m.invited_member_count": len(invited)}
+        # Heroes only name rooms that have no name or canonical alias of their own (as Synapse).
+        cur = await self.store.current_state_for_keys(
+            self.store.db, room_id, [("m.room.name", ""), ("m.room.canonical_alias", "")])
+        evs = await self.store.events_by_ids(list(cur.values())) if cur else {}
+        for eid in cur.values():
+            content = (evs[eid].pdu.get("content") if eid in evs else None) or {}
+            if content.get("name") or content.get("alias"):
+                return counts
         heroes = [u for u in joined + invited if u != user_id][:5]
         if not heroes:
             heroes = sorted(u for u, m, _ in members if m in ("leave", "ban") and u != user_id)[:5]
-        return {"m.heroes": heroes, "m.joined_member_count": len(joined), "m.invited_member_count": len(invited)}
+        return {"m.heroes": heroes, **counts}
 
     async def _stripped_state(self, m: MembershipRow, now_ms: int, kind: str) -> list[dict[str, Any]]:
         rows = await self.store.events_by_ids([m.event_id])

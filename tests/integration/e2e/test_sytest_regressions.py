@@ -153,3 +153,13 @@ async def test_joining_twice_is_idempotent_and_member_state_can_be_put(matrix) -
     assert got["displayname"] == "Room Alice"
     await matrix.request(alice, "PUT", f"/rooms/{room_id}/state/m.room.member/{alice.user_id}", expect=400,
                          json={"displayname": "no membership"})
+
+
+async def test_room_summary_has_no_heroes_for_named_rooms(matrix) -> None:
+    # "Named room comes with just joined member count summary"
+    alice = await matrix.register()
+    named = await matrix.create_room(alice, name="A room name")
+    unnamed = await matrix.create_room(alice)
+    resp = await matrix.sync(alice)
+    assert resp["rooms"]["join"][named]["summary"] == {"m.joined_member_count": 1, "m.invited_member_count": 0}
+    assert "m.heroes" in resp["rooms"]["join"][unnamed]["summary"]
