@@ -99,12 +99,37 @@ class MediaConfig:
 
 @dataclass
 class FederationConfig:
-    """Placeholders: federation is not served yet beyond keys."""
+    """The Server-Server API (services/federationapi, docs/config.md "federation")."""
+    # Serve the federation routes (/send, queries, notary); keys and /version are always served.
     enabled: bool = False
     # Deny outbound requests to private/loopback addresses (tests may turn this off).
     block_private_addresses: bool = True
     key_validity_period_ms: int = 7 * 24 * 3600 * 1000
     trusted_key_servers: list[str] = field(default_factory=lambda: ["matrix.org"])
+    # Our retired signing keys, served in old_verify_keys: "ed25519:<version> <b64 public key> <expired_ts ms>".
+    old_signing_keys: list[str] = field(default_factory=list)
+    # TLS listener for the federation API (0 = none; listen.tls_port is the generic one).
+    tls_port: int = 0
+    tls_cert_path: str = ""
+    tls_key_path: str = ""
+    # Outbound TLS: verify peers' certificates (turn off only for loopback interop tests)
+    # and optionally trust an extra CA bundle (PEM file).
+    verify_tls: bool = True
+    tls_ca_file: str = ""
+    connect_timeout_s: float = 10.0
+    request_timeout_s: float = 30.0
+    max_response_bytes: int = 10 * 1024 * 1024
+    # Retries of one outbound request (connection errors, 5xx) with exponential backoff.
+    max_retries: int = 2
+    # Outbound queue: per-destination backoff after failures, and sharding of the
+    # destinations over replicas (a replica runs the destinations with
+    # partition_for(destination, shard_count) == shard_index).
+    retry_initial_backoff_s: float = 5.0
+    retry_max_backoff_s: float = 3600.0
+    shard_index: int = 0
+    shard_count: int = 1
+    # After an outage, a backlog larger than this is cut to the newest PDU per room.
+    catchup_max_pdus: int = 50
 
 
 @dataclass

@@ -1,35 +1,74 @@
-"""The federationapi service (keys and version only, for now)."""
+"""The federationapi service: keys (ours, the remote-key cache and the notary), and —
+when `federation.enabled` and given a database — the Server-Server API foundations:
+/send, profile/directory queries, publicRooms, and the outbound queue fed from
+`roomserver.output`."""
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 from fastapi import APIRouter
 
-from libs.events.server_keys import build_server_keys
+from libs.config.model import FederationConfig
+from libs.events.server_keys import OldVerifyKey
 from libs.events.signing import SigningKey
+from libs.log.api import EventLog, Producer
+from libs.storage import Database
+from services.roomserver.api import RoomserverAPI
+from services.userapi.api import UserAPI
+
+from .api import InboundPDUSink, UnsupportedPDUSink
+from .auth import FederationAuth
+from .client import FederationClient
+from .consumers import OutputConsumer
+from .keyring import DirectKeyFetcher, KeyFetcher, KeyRing, NotaryKeyFetcher, OwnKeys, parse_old_signing_keys
+from .queue import OutboundQueue
+from .routes import FederationRoutesContext, build_federation_router, build_key_router
+from .storage.store import MIGRATIONS, FederationStore
+from .transactions import TransactionProcessor
 
 # Responses say how long remote servers may cache our keys; re-signed on each request.
 KEY_RESPONSE_VALIDITY_MS = 24 * 3600 * 1000
 
+__all__ = ["FederationService", "FederationInternal", "MIGRATIONS", "KEY_RESPONSE_VALIDITY_MS"]
+
 
 class FederationInternal:
-    def __init__(self, server_name: str, signing_keys: Sequence[SigningKey], validity_ms: int) -> None:
+    def __init__(self, server_name: str, signing_keys: Sequence[SigningKey], validity_ms: int,
+                 old_keys: Sequence[OldVerifyKey] = ()) -> None:
         self.server_name = server_name
         self.signing_keys = list(signing_keys)
         self.validity_ms = validity_ms
+        self.own = OwnKeys(server_name, self.signing_keys, list(old_keys), validity_ms)
 
     async def server_keys(self) -> dict[str, Any]:
-        valid_until = int(time.time() * 1000) + self.validity_ms
-        return build_server_keys(self.server_name, self.signing_keys, valid_until)
+        return self.own.response(int(time.time() * 1000))
+
+
+@dataclass
+class LogPublisher:
+    """EDU records onto the log (the syncapi consumes them)."""
+    producer: Producer
+
+    async def publish(self, topic: str, key: str, record: dict[str, Any]) -> None:
+        await self.producer.send(topic, key, json.dumps(record).encode())
 
 
 class FederationService:
     name = "federationapi"
 
     def __init__(self, server_name: str, signing_keys: Sequence[SigningKey], version: str,
-                 validity_ms: int = KEY_RESPONSE_VALIDITY_MS) -> None:
-        self.api = FederationInternal(server_name, signing_keys, min(validity_ms, KEY_RESPONSE_VALIDITY_MS * 7))
+                 validity_ms: int = KEY_RESPONSE_VALIDITY_MS, *, config: FederationConfig | None = None,
+                 db: Database | None = None, event_log: EventLog | None = None,
+                 roomserver: RoomserverAPI | None = None, userapi: UserAPI | None = None,
+                 sink: InboundPDUSink | None = None, client: FederationClient | None = None) -> None:
+        cfg = config or FederationConfig()
+        self.config = cfg
+        old_keys = parse_old_signing_keys(cfg.old_signing_keys)
+        self.api = FederationInternal(server_name, signing_keys, min(validity_ms, KEY_RESPONSE_VALIDITY_MS * 7),
+                                      old_keys)
         router = APIRouter()
 
         @router.get("/_matrix/key/v2/server")
@@ -47,9 +86,54 @@ class FederationService:
 
         self.routers: list[APIRouter] = [router]
         self.readiness_checks: list[Callable[[], Awaitable[bool]]] = []
+        self.client: FederationClient | None = None
+        self.keyring: KeyRing | None = None
+        self.queue: OutboundQueue | None = None
+        self.output_consumer: OutputConsumer | None = None
+        self.transactions: TransactionProcessor | None = None
+        self._owns_client = False
+        if db is None:
+            return  # keys and version only
+        store = FederationStore(db)
+        self.store = store
+        if client is None:
+            client = FederationClient(server_name, signing_keys[0], cfg)
+            self._owns_client = True
+        self.client = client
+        fetchers: list[KeyFetcher] = [DirectKeyFetcher(client)]
+        self.keyring = KeyRing(store, self.api.own, fetchers)
+        for notary in cfg.trusted_key_servers:
+            if notary != server_name:
+                fetchers.append(NotaryKeyFetcher(client, notary, self.keyring))
+        self.routers.append(build_key_router(self.keyring))
+        self.readiness_checks.append(db.ping)
+        if not cfg.enabled:
+            return
+
+        async def room_version_of(room_id: str) -> str | None:
+            return await roomserver.get_room_version(room_id) if roomserver is not None else None
+
+        publisher = LogPublisher(event_log.producer()) if event_log is not None else None
+        self.transactions = TransactionProcessor(server_name, store, self.keyring, sink or UnsupportedPDUSink(),
+                                                 room_version_of, publisher)
+        auth = FederationAuth(server_name, self.keyring)
+        self.routers.append(build_federation_router(FederationRoutesContext(
+            server_name=server_name, auth=auth, keyring=self.keyring, transactions=self.transactions,
+            roomserver=roomserver, userapi=userapi)))
+        self.queue = OutboundQueue(server_name, store, client, cfg)
+        if event_log is not None and roomserver is not None:
+            self.output_consumer = OutputConsumer(server_name, event_log, roomserver, self.queue)
 
     async def start(self) -> None:
-        pass
+        if self.queue is not None:
+            await self.queue.start()
+        if self.output_consumer is not None:
+            await self.output_consumer.start()
 
     async def stop(self) -> None:
-        pass
+        if self.output_consumer is not None:
+            await self.output_consumer.stop()
+        if self.queue is not None:
+            await self.queue.stop()
+        if self.client is not None and self._owns_client:
+            await self.client.aclose()

@@ -1,0 +1,84 @@
+"""Consumer of `roomserver.output`: queue our own new events for the remote servers in
+the room (servers of the joined members in current state, plus the server of the
+target of a membership event, so a kicked or invited server hears of it)."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from libs.events.room_versions import EventFormat, UnsupportedRoomVersion, get_room_version
+from libs.log.api import EventLog, Record, TopicSpec
+from libs.log.runner import KeyedRunner
+from services.roomserver.api import TOPIC_OUTPUT, RoomserverAPI
+
+from .queue import OutboundQueue
+
+log = logging.getLogger(__name__)
+
+
+def _domain(user_id: Any) -> str | None:
+    if isinstance(user_id, str) and user_id.startswith("@") and ":" in user_id:
+        return user_id.split(":", 1)[1]
+    return None
+
+
+def federation_pdu(event: dict[str, Any], room_version: str) -> dict[str, Any] | None:
+    """The PDU as it goes over federation: no local `unsigned` data, and no `event_id`
+    for room versions whose IDs are hashes."""
+    try:
+        version = get_room_version(room_version)
+    except UnsupportedRoomVersion:
+        return None
+    pdu = {k: v for k, v in event.items() if k != "unsigned"}
+    if version.event_format is not EventFormat.V1:
+        pdu.pop("event_id", None)
+    return pdu
+
+
+class OutputConsumer:
+    def __init__(self, server_name: str, event_log: EventLog, roomserver: RoomserverAPI, queue: OutboundQueue,
+                 group: str = "federationapi.output") -> None:
+        self.server_name = server_name
+        self.log = event_log
+        self.roomserver = roomserver
+        self.queue = queue
+        self.group = group
+        self.runner: KeyedRunner | None = None
+
+    async def start(self) -> None:
+        await self.log.ensure_topics([TopicSpec(TOPIC_OUTPUT, partitions=8)])
+        self.runner = KeyedRunner(self.log.consumer(self.group, [TOPIC_OUTPUT]), self.handle, name=self.group)
+        await self.runner.start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.stop()
+            self.runner = None
+
+    async def handle(self, record: Record) -> None:
+        try:
+            obj = json.loads(record.value)
+        except ValueError:
+            return
+        if not isinstance(obj, dict) or not isinstance(obj.get("event"), dict):
+            return
+        if obj.get("rejected") or obj.get("soft_failed"):
+            return
+        event: dict[str, Any] = obj["event"]
+        if _domain(event.get("sender")) != self.server_name:
+            return  # only our own events are ours to send
+        room_id = event.get("room_id")
+        if not isinstance(room_id, str):
+            return
+        pdu = federation_pdu(event, str(obj.get("room_version", "")))
+        if pdu is None:
+            return
+        servers = {d for d in map(_domain, await self.roomserver.get_joined_members(room_id)) if d}
+        if event.get("type") == "m.room.member":
+            target = _domain(event.get("state_key"))
+            if target:
+                servers.add(target)
+        servers.discard(self.server_name)
+        if servers:
+            await self.queue.enqueue_pdu(servers, pdu)

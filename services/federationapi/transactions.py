@@ -1,0 +1,249 @@
+"""Inbound `PUT /_matrix/federation/v1/send/{txnId}`: parse, validate, dedup, hand over.
+
+Per transaction: at most 50 PDUs and 100 EDUs (400 otherwise), answered once per
+(origin, txn_id) — a retried transaction gets the stored answer. Per PDU, in the
+spec's order: the room must be known (its version decides the format), the format and
+size limits (`check_pdu_format`), the signatures of every required server (keys at
+`origin_server_ts` for v5+ rooms), then the content hash — a mismatch redacts the event
+and goes on. One bad PDU never fails the others; each gets its entry in the answer.
+Accepted PDUs go to the `InboundPDUSink`. EDUs are best effort: typing and receipts
+from the origin's own users in rooms we know, to-device messages for our users and
+device-list updates become the syncapi's records.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+from typing import Any, Awaitable, Callable, Protocol
+
+from libs.errors import MatrixError, bad_json
+from libs.events.event import Event
+from libs.events.hashes import compute_event_id
+from libs.events.limits import EventFormatError, check_pdu_format
+from libs.events.redaction import redact
+from libs.events.room_versions import EventFormat, RoomVersion, UnsupportedRoomVersion, get_room_version
+from libs.events.signing import SignatureError, check_event_hash, verify_event_signatures
+from services.syncapi.api import (TOPIC_KEY_CHANGES, TOPIC_RECEIPTS, TOPIC_TO_DEVICE, TOPIC_TYPING,
+                                  KeyChangeRecord, ReceiptRecord, ToDeviceRecord, TypingRecord)
+
+from .api import InboundPDUSink, PDUError
+from .keyring import KeyRing
+from .storage.store import FederationStore
+
+log = logging.getLogger(__name__)
+
+MAX_PDUS = 50
+MAX_EDUS = 100
+MAX_TYPING_TIMEOUT_MS = 120_000
+
+
+class RecordPublisher(Protocol):
+    async def publish(self, topic: str, key: str, record: dict[str, Any]) -> None: ...
+
+
+RoomVersionLookup = Callable[[str], Awaitable[str | None]]
+
+
+def _domain(user_id: Any) -> str | None:
+    if not isinstance(user_id, str) or not user_id.startswith("@") or ":" not in user_id:
+        return None
+    return user_id.split(":", 1)[1]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TransactionProcessor:
+    def __init__(self, server_name: str, store: FederationStore, keyring: KeyRing, sink: InboundPDUSink,
+                 room_version_of: RoomVersionLookup, publisher: RecordPublisher | None = None,
+                 clock_ms: Callable[[], int] = _now_ms) -> None:
+        self.server_name = server_name
+        self.store = store
+        self.keyring = keyring
+        self.sink = sink
+        self.room_version_of = room_version_of
+        self.publisher = publisher
+        self.clock_ms = clock_ms
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def handle(self, origin: str, txn_id: str, body: Any) -> dict[str, Any]:
+        pdus, edus = self._validate(origin, body)
+        key = (origin, txn_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                previous = await self.store.get_transaction_response(origin, txn_id)
+                if previous is not None:
+                    return previous
+                response = {"pdus": await self.process_pdus(origin, pdus)}
+                await self.process_edus(origin, edus)
+                await self.store.store_transaction_response(origin, txn_id, response, self.clock_ms())
+                return response
+        finally:
+            if not lock.locked() and self._locks.get(key) is lock:
+                del self._locks[key]
+
+    @staticmethod
+    def _validate(origin: str, body: Any) -> tuple[list[Any], list[Any]]:
+        if not isinstance(body, dict):
+            raise bad_json("Transaction must be a JSON object")
+        pdus = body.get("pdus", [])
+        edus = body.get("edus", [])
+        if not isinstance(pdus, list) or not isinstance(edus, list):
+            raise bad_json("pdus and edus must be lists")
+        if len(pdus) > MAX_PDUS or len(edus) > MAX_EDUS:
+            raise MatrixError(400, "M_TOO_LARGE",
+                              f"A transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs")
+        body_origin = body.get("origin")
+        if body_origin is not None and body_origin != origin:
+            raise MatrixError(403, "M_FORBIDDEN", "Transaction origin does not match the authenticated origin")
+        return pdus, edus
+
+    # ---- PDUs ------------------------------------------------------------------------
+
+    async def check_pdu(self, pdu: Any) -> tuple[str | None, Event | None, PDUError | None]:
+        """(event_id, event to hand over, error). event_id None: cannot be named (dropped)."""
+        if not isinstance(pdu, dict):
+            return None, None, None
+        room_id = pdu.get("room_id")
+        version_id = await self.room_version_of(room_id) if isinstance(room_id, str) and room_id else None
+        if version_id is None:
+            return None, None, None  # unknown room: nothing to name the event by (as other servers do)
+        try:
+            version: RoomVersion = get_room_version(version_id)
+        except UnsupportedRoomVersion:
+            return None, None, None
+        try:
+            event_id = self._event_id(pdu, version)
+        except Exception:  # malformed beyond hashing (e.g. not canonical-encodable)
+            return None, None, None
+        try:
+            check_pdu_format(pdu, version)
+        except EventFormatError as e:
+            return event_id, None, PDUError(e.errcode, str(e))
+        try:
+            keys = await self.keyring.keys_for_event(pdu, version)
+            verify_event_signatures(pdu, version, keys)
+        except SignatureError as e:
+            return event_id, None, PDUError("M_FORBIDDEN", f"signature check failed: {e}")
+        if not check_event_hash(pdu, version):
+            log.info("event %s has a bad content hash: redacting it", event_id)
+            pdu = redact(pdu, version)
+        return event_id, Event(pdu, version, event_id=event_id), None
+
+    @staticmethod
+    def _event_id(pdu: dict[str, Any], version: RoomVersion) -> str:
+        if version.event_format is EventFormat.V1:
+            eid = pdu.get("event_id")
+            if not isinstance(eid, str) or not eid.startswith("$"):
+                raise ValueError("v1/v2 event without event_id")
+            return eid
+        return compute_event_id(pdu, version)
+
+    async def process_pdus(self, origin: str, pdus: list[Any]) -> dict[str, dict[str, Any]]:
+        results: dict[str, dict[str, Any]] = {}
+        accepted: list[Event] = []
+        for pdu in pdus:
+            try:
+                event_id, ev, err = await self.check_pdu(pdu)
+            except Exception as e:  # never let one PDU fail the transaction
+                log.warning("unexpected failure checking a PDU from %s: %s", origin, e, exc_info=True)
+                continue
+            if event_id is None or event_id in results:
+                continue
+            if err is not None:
+                results[event_id] = {"error": f"{err.errcode}: {err.error}"}
+            elif ev is not None:
+                results[event_id] = {}
+                accepted.append(ev)
+        if accepted:
+            try:
+                outcome = await self.sink.receive_pdus(origin, accepted)
+            except Exception as e:
+                log.warning("the PDU sink failed for %s: %s", origin, e, exc_info=True)
+                outcome = {ev.event_id: PDUError("M_UNKNOWN", "internal error") for ev in accepted}
+            for ev in accepted:
+                err = outcome.get(ev.event_id)
+                if err is not None:
+                    results[ev.event_id] = {"error": f"{err.errcode}: {err.error}"}
+        return results
+
+    # ---- EDUs ------------------------------------------------------------------------
+
+    async def process_edus(self, origin: str, edus: list[Any]) -> int:
+        """Publish what we understand; returns the number of records produced."""
+        produced = 0
+        for edu in edus:
+            if not isinstance(edu, dict) or not isinstance(edu.get("content"), dict):
+                continue
+            try:
+                records = await self.parse_edu(origin, str(edu.get("edu_type")), edu["content"])
+            except Exception as e:
+                log.info("ignoring a bad %s EDU from %s: %s", edu.get("edu_type"), origin, e)
+                continue
+            if self.publisher is None:
+                continue
+            for topic, key, rec in records:
+                await self.publisher.publish(topic, key, rec)
+                produced += 1
+        return produced
+
+    async def _room_known(self, room_id: Any) -> bool:
+        return isinstance(room_id, str) and bool(room_id) and await self.room_version_of(room_id) is not None
+
+    async def parse_edu(self, origin: str, edu_type: str, content: dict[str, Any]
+                        ) -> list[tuple[str, str, dict[str, Any]]]:
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        if edu_type == "m.typing":
+            room_id, user_id, typing = content.get("room_id"), content.get("user_id"), content.get("typing")
+            if _domain(user_id) == origin and isinstance(typing, bool) and await self._room_known(room_id):
+                timeout = content.get("timeout", 30000)
+                if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+                    timeout = 30000
+                rec = TypingRecord(room_id=room_id, user_id=user_id, typing=typing,
+                                   timeout_ms=min(timeout, MAX_TYPING_TIMEOUT_MS))
+                out.append((TOPIC_TYPING, room_id, asdict(rec)))
+        elif edu_type == "m.receipt":
+            for room_id, by_type in list(content.items())[:100]:
+                if not isinstance(by_type, dict) or not await self._room_known(room_id):
+                    continue
+                for rtype, by_user in by_type.items():
+                    if rtype != "m.read" or not isinstance(by_user, dict):
+                        continue  # private receipts never cross servers
+                    for user_id, receipt in list(by_user.items())[:1000]:
+                        if _domain(user_id) != origin or not isinstance(receipt, dict):
+                            continue
+                        ids = receipt.get("event_ids")
+                        data = receipt.get("data") if isinstance(receipt.get("data"), dict) else {}
+                        ts = data.get("ts")
+                        ts = ts if isinstance(ts, int) and not isinstance(ts, bool) else self.clock_ms()
+                        thread = data.get("thread_id")
+                        if not isinstance(ids, list) or not ids or not isinstance(ids[0], str):
+                            continue
+                        rec = ReceiptRecord(room_id=room_id, user_id=user_id, receipt_type=rtype,
+                                            event_id=ids[0], ts=ts,
+                                            thread_id=thread if isinstance(thread, str) else None)
+                        out.append((TOPIC_RECEIPTS, room_id, asdict(rec)))
+        elif edu_type == "m.direct_to_device":
+            sender, typ, msg_id = content.get("sender"), content.get("type"), content.get("message_id")
+            messages = content.get("messages")
+            if _domain(sender) != origin or not isinstance(typ, str) or not isinstance(msg_id, str) \
+                    or not isinstance(messages, dict):
+                return out
+            for user_id, by_device in list(messages.items())[:1000]:
+                if _domain(user_id) != self.server_name or not isinstance(by_device, dict):
+                    continue
+                for device_id, body in by_device.items():
+                    if isinstance(device_id, str) and isinstance(body, dict):
+                        rec = ToDeviceRecord(sender=sender, type=typ, user_id=user_id, device_id=device_id,
+                                             content=body, message_id=msg_id)
+                        out.append((TOPIC_TO_DEVICE, user_id, asdict(rec)))
+        elif edu_type in ("m.device_list_update", "m.signing_key_update"):
+            user_id = content.get("user_id")
+            if _domain(user_id) == origin:
+                out.append((TOPIC_KEY_CHANGES, user_id, asdict(KeyChangeRecord(user_id=user_id))))
+        # m.presence: parsed by nobody yet (the syncapi has no presence stream); dropped.
+        return out
