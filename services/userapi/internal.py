@@ -14,6 +14,7 @@ from libs.log.api import LogError, Producer
 from services.userapi import pushrules
 from services.userapi.api import (
     TOPIC_CLIENT_DATA,
+    TOPIC_KEY_CHANGES,
     Account,
     AccountDataChange,
     Device,
@@ -222,6 +223,7 @@ class UserapiInternal:
 
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
         await self.store.delete_devices(user_id, device_ids)
+        await self.store.delete_device_keys(user_id, device_ids)
         self._revoked(user_id)
 
     async def logout(self, token: str) -> None:
@@ -232,6 +234,73 @@ class UserapiInternal:
     async def logout_all(self, user_id: str) -> None:
         await self.store.delete_all_devices(user_id)
         self._revoked(user_id)
+
+    # ---- end-to-end keys -------------------------------------------------------
+    async def _key_changed(self, user_id: str) -> None:
+        if self.producer is None:
+            return
+        try:
+            await self.producer.send(TOPIC_KEY_CHANGES, user_id, json.dumps({"user_id": user_id}).encode())
+        except LogError as e:
+            log.warning("could not publish a key change for %s: %s", user_id, e)
+            raise unavailable() from e
+
+    async def upload_keys(self, user_id: str, device_id: str, device_keys: dict[str, Any] | None,
+                          one_time_keys: dict[str, Any], fallback_keys: dict[str, Any]) -> dict[str, int]:
+        """Store what a device uploads; returns its one-time key counts per algorithm."""
+        if device_keys is not None:
+            if device_keys.get("user_id") != user_id or device_keys.get("device_id") != device_id:
+                raise MatrixError(400, "M_INVALID_PARAM", "device_keys must be for this user and device")
+            if not isinstance(device_keys.get("keys"), dict) or not isinstance(device_keys.get("algorithms"), list):
+                raise MatrixError(400, "M_BAD_JSON", "device_keys needs 'keys' and 'algorithms'")
+            if await self.store.set_device_keys(user_id, device_id, device_keys):
+                await self._key_changed(user_id)
+        otks: list[tuple[str, str, dict[str, Any]]] = []
+        for key_id, key in one_time_keys.items():
+            algorithm, sep, _ = key_id.partition(":")
+            if not sep or not algorithm:
+                raise MatrixError(400, "M_INVALID_PARAM", f"Bad one-time key ID {key_id!r}")
+            otks.append((key_id, algorithm, key))
+        await self.store.add_one_time_keys(user_id, device_id, otks)
+        for key_id, key in fallback_keys.items():
+            algorithm, sep, _ = key_id.partition(":")
+            if not sep or not algorithm:
+                raise MatrixError(400, "M_INVALID_PARAM", f"Bad fallback key ID {key_id!r}")
+            await self.store.set_fallback_key(user_id, device_id, algorithm, key_id, key)
+        return await self.store.count_one_time_keys(user_id, device_id)
+
+    async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
+        return await self.store.count_one_time_keys(user_id, device_id)
+
+    async def query_keys(self, wanted: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+        """{user: {device: keys (with unsigned.device_display_name)}} for local users."""
+        out: dict[str, dict[str, Any]] = {}
+        for user_id, device_ids in wanted.items():
+            if self._local(user_id) is None:
+                continue
+            keys = await self.store.get_device_keys(user_id)
+            names = {d.device_id: d.display_name for d in await self.list_devices(user_id)}
+            devs: dict[str, Any] = {}
+            for dev, k in keys.items():
+                if dev not in names or (device_ids and dev not in device_ids):
+                    continue
+                k = dict(k)
+                if names[dev] is not None:
+                    k["unsigned"] = {**(k.get("unsigned") or {}), "device_display_name": names[dev]}
+                devs[dev] = k
+            out[user_id] = devs
+        return out
+
+    async def claim_keys(self, wanted: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for user_id, devices in wanted.items():
+            if self._local(user_id) is None:
+                continue
+            for device_id, algorithm in devices.items():
+                got = await self.store.claim_one_time_key(user_id, device_id, algorithm)
+                if got is not None:
+                    out.setdefault(user_id, {})[device_id] = {got[0]: got[1]}
+        return out
 
     # ---- profile ---------------------------------------------------------------
     async def get_presence(self, user_id: str) -> dict[str, Any] | None:

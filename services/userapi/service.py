@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from libs.config.model import HomeserverConfig
 from libs.log.api import EventLog, TopicSpec
 from libs.storage import Database
-from services.userapi.api import TOPIC_CLIENT_DATA
+from services.userapi.api import TOPIC_CLIENT_DATA, TOPIC_KEY_CHANGES
 from services.userapi.client_auth import ClientAuth
 from services.userapi.internal import UserapiInternal
 from services.userapi.storage.store import UserStore
@@ -49,7 +49,8 @@ class UserapiService:
         """Create the output topic. No consumers yet (push evaluation will consume
         roomserver.output later)."""
         if self.log is not None:
-            await self.log.ensure_topics([TopicSpec(TOPIC_CLIENT_DATA, CLIENT_DATA_PARTITIONS)])
+            await self.log.ensure_topics([TopicSpec(TOPIC_CLIENT_DATA, CLIENT_DATA_PARTITIONS),
+                                          TopicSpec(TOPIC_KEY_CHANGES, 8)])
 
     async def stop(self) -> None:
         """Nothing to stop; the database is closed by whoever opened it."""

@@ -9,6 +9,7 @@ from services.clientapi.routes import (
     capabilities,
     devices,
     filter,
+    keys,
     login,
     presence,
     profile,
@@ -18,7 +19,7 @@ from services.clientapi.routes import (
 )
 from services.clientapi.routes.common import CLIENT_PREFIXES, AccountRoutesContext
 
-_PREFIXED_MODULES = (login, register, account, devices, profile, presence, account_data, filter, pushrules,
+_PREFIXED_MODULES = (login, register, account, devices, profile, presence, keys, account_data, filter, pushrules,
                      capabilities)
 
 

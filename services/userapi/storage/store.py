@@ -468,6 +468,72 @@ class UserStore:
             user_id, kind, rule_id, _dumps(actions),
         )
 
+    # ---- end-to-end keys -------------------------------------------------------
+    async def set_device_keys(self, user_id: str, device_id: str, keys: dict[str, Any]) -> bool:
+        """Store the device keys; False when they were already exactly these."""
+        cur = await self.q.fetchval(
+            "SELECT key_json FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+        new = _dumps(keys)
+        if cur == new:
+            return False
+        await self.q.execute(
+            "INSERT INTO e2e_device_keys (user_id, device_id, key_json) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json",
+            user_id, device_id, new)
+        return True
+
+    async def get_device_keys(self, user_id: str) -> dict[str, dict[str, Any]]:
+        rows = await self.q.fetch("SELECT device_id, key_json FROM e2e_device_keys WHERE user_id = $1", user_id)
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    async def delete_device_keys(self, user_id: str, device_ids: Sequence[str]) -> None:
+        for d in device_ids:
+            for table in ("e2e_device_keys", "e2e_one_time_keys", "e2e_fallback_keys"):
+                await self.q.execute(f"DELETE FROM {table} WHERE user_id = $1 AND device_id = $2", user_id, d)
+
+    async def add_one_time_keys(self, user_id: str, device_id: str,
+                                keys: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """(key_id, algorithm, key) rows; re-uploading an existing key ID keeps the first."""
+        if keys:
+            await self.q.executemany(
+                "INSERT INTO e2e_one_time_keys (user_id, device_id, key_id, algorithm, key_json)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, device_id, key_id) DO NOTHING",
+                [(user_id, device_id, kid, algo, _dumps(k)) for kid, algo, k in keys])
+
+    async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
+        rows = await self.q.fetch(
+            "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2"
+            " GROUP BY algorithm", user_id, device_id)
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def claim_one_time_key(self, user_id: str, device_id: str, algorithm: str) -> tuple[str, Any] | None:
+        """Take (delete) one key of `algorithm`, else the fallback key (kept); None if neither."""
+        async with self.q.transaction() as tx:
+            r = await tx.fetchrow(
+                "SELECT key_id, key_json FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2"
+                " AND algorithm = $3 ORDER BY key_id LIMIT 1", user_id, device_id, algorithm)
+            if r is not None:
+                await tx.execute("DELETE FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2"
+                                 " AND key_id = $3", user_id, device_id, r[0])
+                return r[0], json.loads(r[1])
+            f = await tx.fetchrow(
+                "SELECT key_id, key_json FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2"
+                " AND algorithm = $3", user_id, device_id, algorithm)
+            return None if f is None else (f[0], json.loads(f[1]))
+
+    async def set_fallback_key(self, user_id: str, device_id: str, algorithm: str, key_id: str,
+                               key: Any) -> None:
+        await self.q.execute(
+            "INSERT INTO e2e_fallback_keys (user_id, device_id, algorithm, key_id, key_json)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, device_id, algorithm)"
+            " DO UPDATE SET key_id = excluded.key_id, key_json = excluded.key_json",
+            user_id, device_id, algorithm, key_id, _dumps(key))
+
+    async def fallback_key_algorithms(self, user_id: str, device_id: str) -> list[str]:
+        rows = await self.q.fetch(
+            "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+        return sorted(r[0] for r in rows)
+
     # ---- user-interactive auth sessions --------------------------------------
     async def create_uia_session(self, session_id: str, purpose: str, user_id: str | None, ts: int) -> None:
         await self.q.execute(

@@ -163,3 +163,27 @@ async def test_room_summary_has_no_heroes_for_named_rooms(matrix) -> None:
     resp = await matrix.sync(alice)
     assert resp["rooms"]["join"][named]["summary"] == {"m.joined_member_count": 1, "m.invited_member_count": 0}
     assert "m.heroes" in resp["rooms"]["join"][unnamed]["summary"]
+
+
+async def test_e2e_keys_upload_query_claim(matrix) -> None:
+    # tests/41end-to-end-keys: "Can upload device keys", "Can query device keys using POST",
+    # "Can claim one time key using POST", "Rejects invalid device keys"
+    alice = await matrix.register()
+    bob = await matrix.register()
+    dk = {"user_id": alice.user_id, "device_id": alice.device_id, "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+          "keys": {f"ed25519:{alice.device_id}": "abc"}, "signatures": {}}
+    r = await matrix.request(alice, "POST", "/keys/upload", json={
+        "device_keys": dk, "one_time_keys": {"signed_curve25519:AAAA": {"key": "k1"}, "signed_curve25519:AAAB": {"key": "k2"}}})
+    assert r["one_time_key_counts"] == {"signed_curve25519": 2}
+    bad = dict(dk, user_id=bob.user_id)
+    await matrix.request(alice, "POST", "/keys/upload", expect=400, json={"device_keys": bad})
+    q = await matrix.request(bob, "POST", "/keys/query", json={"device_keys": {alice.user_id: [], "@x:remote.example": []}})
+    got = q["device_keys"][alice.user_id][alice.device_id]
+    assert got["keys"] == dk["keys"] and "remote.example" in q["failures"]
+    c = await matrix.request(bob, "POST", "/keys/claim",
+                             json={"one_time_keys": {alice.user_id: {alice.device_id: "signed_curve25519"}}})
+    claimed = c["one_time_keys"][alice.user_id][alice.device_id]
+    assert list(claimed) == ["signed_curve25519:AAAA"]
+    r = await matrix.request(alice, "POST", "/keys/upload", json={})
+    assert r["one_time_key_counts"] == {"signed_curve25519": 1}
+    await matrix.request(bob, "POST", "/keys/query", expect=400, json={"device_keys": {alice.user_id: "all"}})
