@@ -14,7 +14,7 @@ export AXON_TEST_KAFKA ?= 127.0.0.1:$(KAFKA_PORT)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events sytest clean \
+.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events sytest clean validate-deploy \
 	cluster cluster-stop cluster-status
 
 help:
@@ -22,6 +22,7 @@ help:
 	@echo "make test       - install everything, provision PostgreSQL + Kafka, run the tests"
 	@echo "make bench      - benchmarks"
 	@echo "make sytest     - run SyTest against the embedded server (docs/sytest.md)"
+	@echo "make validate-deploy - check Dockerfile/compose/k8s artifacts offline (docs/operations.md)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,12 @@ cluster-status:
 
 test: install-test services
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Deploy artifacts, offline: route-table files current, dclint on deploy/compose.yaml,
+# deploy/k8s rendered and validated (kubernetes-validate). `make test` runs the same
+# checks through tests/deploy.
+validate-deploy: install-test
+	scripts/validate-deploy.sh
 
 # Pure tests only: no PostgreSQL, no Kafka.
 test-unit: install-test
