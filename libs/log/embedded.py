@@ -441,6 +441,27 @@ class EmbeddedLog(EventLog):
         result: int = await self._submit("append", (topic, part, key, bytes(value), headers, ts))
         return result
 
+    async def _append_many(self, topic: str, records: list[tuple[str, bytes, dict[str, bytes] | None]]) -> list[int]:
+        for key, value, headers in records:
+            if not isinstance(key, str):
+                raise TypeError("record key must be str")
+            if not isinstance(value, (bytes, bytearray)):
+                raise TypeError("record value must be bytes")
+            check_record_size(key, value, headers)
+        meta = await self._topic(topic)
+        writer = self._require()
+        loop = asyncio.get_running_loop()
+        ts = int(time.time() * 1000)
+        futs: list[asyncio.Future[Any]] = []
+        # Queued back to back (no await in between): in order, and normally in
+        # one writer transaction.
+        for key, value, headers in records:
+            fut: asyncio.Future[Any] = loop.create_future()
+            writer.submit(_Op("append", (topic, partition_for(key, meta.partitions), key, bytes(value),
+                                         headers, ts), fut))
+            futs.append(fut)
+        return list(await asyncio.gather(*futs))
+
     # -- consuming ---------------------------------------------------------------
     def consumer(self, group: str, topics: list[str]) -> Consumer:
         return EmbeddedConsumer(self, group, list(topics))
@@ -535,6 +556,13 @@ class _EmbeddedProducer(Producer):
 
     async def send(self, topic: str, key: str, value: bytes, headers: dict[str, bytes] | None = None) -> None:
         await self._log._append(topic, key, value, headers)
+
+    async def send_batch(self, topic: str, records: list[tuple[str, bytes, dict[str, bytes] | None]]) -> None:
+        """Embedded only: append (key, value, headers) records in this order with
+        one writer round trip (group-committed together); returns once all are
+        committed. Raises if any failed (some may have been appended)."""
+        if records:
+            await self._log._append_many(topic, records)
 
 
 class EmbeddedConsumer(Consumer):

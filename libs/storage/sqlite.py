@@ -6,7 +6,11 @@ one writer connection (all writes and transactions, serialized by an asyncio
 lock, so tasks never see "database is locked") and one read-only reader
 connection for standalone SELECTs (WAL lets it read while a write is in progress;
 it sees only committed data). A transaction's BEGIN travels in the same hop as
-its first statement.
+its first statement, and statements without results (`execute`, `executemany`)
+inside a transaction are deferred and sent along with the next statement that
+returns rows, or with COMMIT: a transaction costs one thread hop per result it
+needs, not one per statement. An error in a deferred statement surfaces from that
+later call (or from the commit); either way the transaction fails as a whole.
 """
 from __future__ import annotations
 
@@ -146,6 +150,20 @@ class SqliteTransaction:
     def __init__(self, worker: _Worker) -> None:
         self._worker = worker
         self._begun = False
+        # Statements without results, not yet sent (see module docstring).
+        self._pending: list[Callable[[sqlite3.Connection], None]] = []
+
+    def _with_pending(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+        if not self._pending:
+            return fn
+        pending, self._pending = self._pending, []
+
+        def run(conn: sqlite3.Connection) -> T:
+            for stmt in pending:
+                stmt(conn)
+            return fn(conn)
+
+        return run
 
     def _wrap(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
         if self._begun:
@@ -161,12 +179,12 @@ class SqliteTransaction:
         return with_begin
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        wrapped = self._wrap(fn)
+        wrapped = self._wrap(self._with_pending(fn))
         try:
             return await self._worker.call(wrapped)
         except BaseException:
             # If BEGIN itself failed, there is nothing to roll back.
-            if wrapped is not fn and not self._in_tx():
+            if not self._in_tx():
                 self._begun = False
             raise
 
@@ -176,11 +194,12 @@ class SqliteTransaction:
 
     async def execute(self, sql: str, *args: Any) -> None:
         q = to_sqlite_placeholders(sql)
-        await self._call(lambda c: _exec(c, q, args))
+        self._pending.append(lambda c: _exec(c, q, args))
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         q, data = to_sqlite_placeholders(sql), list(rows)
-        await self._call(lambda c: _execmany(c, q, data))
+        if data:
+            self._pending.append(lambda c: _execmany(c, q, data))
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         q = to_sqlite_placeholders(sql)
@@ -195,14 +214,20 @@ class SqliteTransaction:
         return await self._call(lambda c: _fetchval(c, q, args))
 
     async def _finish(self, commit: bool) -> None:
-        if not self._begun:
+        if not commit:
+            self._pending = []
+        if not self._begun and not self._pending:
             return
 
         def run(conn: sqlite3.Connection) -> None:
             if conn.in_transaction:
                 conn.execute("COMMIT" if commit else "ROLLBACK")
 
-        await self._worker.call(run)
+        if commit:
+            # Deferred statements and COMMIT in one hop.
+            await self._worker.call(self._wrap(self._with_pending(run)))
+        else:
+            await self._worker.call(run)
 
 
 class SqliteDatabase:

@@ -2,7 +2,8 @@
 
 Every committed event has an outbox row written in its own transaction. The
 relay publishes rows in commit order (per room: strictly in order; rooms in a
-batch go out concurrently), then marks them sent. On start it first publishes
+batch go out concurrently, or all in one append with the embedded log), then
+marks them sent. On start it first publishes
 every row still unsent, so a crash between commit and publish re-publishes
 instead of losing; a crash between publish and mark publishes twice, which
 consumers absorb by deduplicating on event_id.
@@ -147,7 +148,12 @@ class OutboxRelay:
 
         # A failure leaves the whole batch queued: rows already published go out
         # again, which consumers' dedup on event_id absorbs.
-        await asyncio.gather(*(publish_room(rows) for rows in by_room.values()))
+        send_batch = getattr(self.producer, "send_batch", None)
+        if send_batch is not None:
+            # The embedded log appends the whole batch, in commit order, in one round trip.
+            await send_batch(self.topic, [(room_id, record.encode(), None) for _n, room_id, _e, record in batch])
+        else:
+            await asyncio.gather(*(publish_room(rows) for rows in by_room.values()))
         nids = [row[0] for row in batch]
         await self.store.mark_sent(nids)
         for _ in batch:

@@ -31,6 +31,14 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+def _known_nid(ref: "SnapshotRef") -> int | None:
+    """The nid of a snapshot already in the database; None (or 0, the empty
+    state) when the event needs the one-by-one path of `persist`."""
+    if isinstance(ref, NewSnapshot):
+        return ref.nid or None
+    return ref.nid
+
+
 @dataclass(slots=True)
 class NewRoomRow:
     room_id: str
@@ -316,8 +324,34 @@ class RoomserverStore:
                         alias, nr.room_id, creator, nr.created_ts,
                     )
             nids: dict[str, int] = {}
-            outbox: list[tuple[int, str, str, str]] = []
+            outbox_rows: list[tuple[str, str, str]] = []  # (room_id, event_id, record)
+            # Events whose snapshots exist already (messages, mostly) are inserted
+            # together and their nids read back in one query (few round trips).
+            plain: list[PersistEvent] = []
+
+            async def flush_plain() -> None:
+                if not plain:
+                    return
+                await tx.executemany(
+                    "INSERT INTO events (event_id, room_nid, type_nid, state_key_nid, depth,"
+                    " before_snapshot_nid, after_snapshot_nid, rejected, rejection_reason,"
+                    " soft_failed, json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    [(e.event_id, room_nid, e.type_nid, e.state_key_nid, e.depth, _known_nid(e.before),
+                      _known_nid(e.after), e.rejection_reason is not None, e.rejection_reason,
+                      e.soft_failed, e.json) for e in plain],
+                )
+                got = await self._nids_of(tx, [e.event_id for e in plain])
+                for e in plain:
+                    e.event_nid = got[e.event_id]
+                    nids[e.event_id] = e.event_nid
+                plain.clear()
+
             for ev in batch.events:
+                if _known_nid(ev.before) and _known_nid(ev.after):
+                    plain.append(ev)
+                    self._stage_side_rows(ev, room_id, outbox_rows)
+                    continue
+                await flush_plain()
                 before = await self._snap_nid(tx, room_nid, ev.before, nids)
                 # A state change's snapshot names the event itself: written after it.
                 after_later = isinstance(ev.after, NewSnapshot) and ev.after.nid == 0
@@ -337,21 +371,14 @@ class RoomserverStore:
                         "UPDATE events SET after_snapshot_nid = $2 WHERE event_nid = $1",
                         ev.event_nid, after,
                     )
-                if ev.txn is not None:
-                    await tx.execute(
-                        "INSERT INTO transactions (sender, device_id, txn_id, event_id)"
-                        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                        ev.txn[0], ev.txn[1], ev.txn[2], ev.event_id,
-                    )
-                if ev.output is not None:
-                    rid = ev.output["event"].get("room_id") or room_id
-                    record = _dumps(ev.output)
-                    onid = int(await tx.fetchval(
-                        "INSERT INTO outbox (room_id, event_id, record) VALUES ($1, $2, $3)"
-                        " RETURNING outbox_nid",
-                        rid, ev.event_id, record,
-                    ))
-                    outbox.append((onid, rid, ev.event_id, record))
+                self._stage_side_rows(ev, room_id, outbox_rows)
+            await flush_plain()
+            txn_rows = [(*ev.txn, ev.event_id) for ev in batch.events if ev.txn is not None]
+            await tx.executemany(
+                "INSERT INTO transactions (sender, device_id, txn_id, event_id)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                txn_rows,
+            )
 
             def ref(r: EventRef) -> int:
                 return nids[r] if isinstance(r, str) else r
@@ -399,6 +426,13 @@ class RoomserverStore:
                     "UPDATE rooms SET last_sent_event_id = $2 WHERE room_nid = $1",
                     room_nid, batch.last_sent_event_id,
                 )
+            outbox: list[tuple[int, str, str, str]] = []
+            if outbox_rows:
+                await tx.executemany(
+                    "INSERT INTO outbox (room_id, event_id, record) VALUES ($1, $2, $3)", outbox_rows
+                )
+                onids = await self._outbox_nids(tx, [r[1] for r in outbox_rows])
+                outbox = sorted((onids[eid], rid, eid, rec) for rid, eid, rec in outbox_rows)
             results = list(batch.input_results)
             if batch.request_id is not None and batch.result is not None:
                 results.append((batch.request_id, batch.result))
@@ -409,6 +443,33 @@ class RoomserverStore:
                     [(rid, _dumps(res)) for rid, res in results],
                 )
         return PersistResult(room_nid=room_nid, outbox=outbox)
+
+    @staticmethod
+    def _stage_side_rows(ev: PersistEvent, room_id: str, outbox_rows: list[tuple[str, str, str]]) -> None:
+        if ev.output is not None:
+            outbox_rows.append((ev.output["event"].get("room_id") or room_id, ev.event_id, _dumps(ev.output)))
+
+    @staticmethod
+    async def _nids_of(tx: Connection, event_ids: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(0, len(event_ids), 500):
+            part = event_ids[i : i + 500]
+            ph = ",".join(f"${k + 1}" for k in range(len(part)))
+            for r in await tx.fetch(f"SELECT event_id, event_nid FROM events WHERE event_id IN ({ph})", *part):
+                out[r[0]] = int(r[1])
+        return out
+
+    @staticmethod
+    async def _outbox_nids(tx: Connection, event_ids: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(0, len(event_ids), 500):
+            part = event_ids[i : i + 500]
+            ph = ",".join(f"${k + 1}" for k in range(len(part)))
+            for r in await tx.fetch(
+                f"SELECT event_id, MAX(outbox_nid) FROM outbox WHERE event_id IN ({ph}) GROUP BY event_id", *part
+            ):
+                out[r[0]] = int(r[1])
+        return out
 
     async def _snap_nid(
         self, tx: Connection, room_nid: int, ref: SnapshotRef, nids: dict[str, int]

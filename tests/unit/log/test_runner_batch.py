@@ -152,3 +152,26 @@ async def test_revocation_mid_batch_keeps_running_batch_and_drops_queue(log: Emb
     assert done == [0, 1, 2, 3, 4, 5]
     assert await runner.consumer.committed(("in", 0)) == 6
     await runner.stop()
+
+
+async def test_embedded_send_batch_appends_in_order(log: EmbeddedLog) -> None:
+    await log.ensure_topics([TopicSpec("out", 3)])
+    p = log.producer()
+    recs = [(f"room{i % 7}", f"{i}".encode(), {"h": b"1"} if i % 2 else None) for i in range(300)]
+    await p.send_batch("out", recs)  # type: ignore[attr-defined]
+    await p.send_batch("out", [])  # type: ignore[attr-defined]
+    got: dict[str, list[int]] = defaultdict(list)
+    c = log.consumer("r", ["out"])
+    await c.start()
+    n = 0
+    while n < 300:
+        batch = await c.getmany(1000, 500)
+        for r in batch:
+            got[r.key].append(int(r.value))
+            assert (r.headers == {"h": b"1"}) == (int(r.value) % 2 == 1)
+        n += len(batch)
+    await c.stop()
+    for k in range(7):
+        assert got[f"room{k}"] == [i for i in range(300) if i % 7 == k]
+    with pytest.raises(TypeError):
+        await p.send_batch("out", [(1, b"x", None)])  # type: ignore[attr-defined,list-item]
