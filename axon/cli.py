@@ -54,6 +54,14 @@ async def _serve(cfg: HomeserverConfig) -> None:
             lifespan="off", timeout_keep_alive=75, loop="asyncio",
             ssl_certfile=cfg.listen.tls_cert_path or None, ssl_keyfile=cfg.listen.tls_key_path or None,
         )))
+    fed = cfg.federation
+    if fed.tls_port and fed.tls_port != cfg.listen.tls_port:
+        # The federation API over TLS on its own port (same app; see docs/config.md).
+        servers.append(uvicorn.Server(uvicorn.Config(
+            hs.app, host=cfg.listen.host, port=fed.tls_port, log_level="warning", access_log=False,
+            lifespan="off", timeout_keep_alive=75, loop="asyncio",
+            ssl_certfile=fed.tls_cert_path or None, ssl_keyfile=fed.tls_key_path or None,
+        )))
     stopping = asyncio.Event()
 
     def on_signal() -> None:

@@ -118,7 +118,11 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
     userapi.api.profile_change_hooks.append(profile_sync.on_profile_change)
     userapi.api.deactivation_hooks.append(profile_sync.on_deactivated)
     media = MediaService(config, await db("mediaapi", MEDIA_MIGRATIONS), auth)
-    federation = FederationService(config.server_name, [signing_key], axon.__version__)
+    from services.federationapi.storage.store import MIGRATIONS as FEDERATION_MIGRATIONS
+
+    federation = FederationService(config.server_name, [signing_key], axon.__version__,
+                                   config=config.federation, db=await db("federationapi", FEDERATION_MIGRATIONS),
+                                   event_log=event_log, roomserver=roomserver.api, userapi=userapi.api)
 
     services: list[Any] = [userapi, roomserver, syncapi, clientapi, media, federation]
     metrics = ServiceMetrics("axon")
