@@ -8,6 +8,7 @@ Who calls whom (internal API over HTTP, libs/rpc):
               clientapi's own `LogReplies`), userapi, syncapi (wait_for_event)
   syncapi   → roomserver, userapi
   mediaapi  → userapi (access tokens)
+  userapi   → roomserver, syncapi (profile/deactivation member events, like clientapi writes)
 """
 from __future__ import annotations
 
@@ -127,6 +128,16 @@ class LocallyRevokingUserAPI:
         return call
 
 
+def _roomserver_writer(cfg: HomeserverConfig, log_: EventLog, replies: LogReplies,
+                       queries: RpcClient) -> ClusterRoomserver:
+    from services.roomserver.internal import RoomserverInternal
+
+    # Only the perform half (create_room/send_event) is used; it touches no store.
+    perform = RoomserverInternal(cast(Any, None), cfg.server_name,
+                                 load_or_create_signing_key(cfg.signing_key_path), log_.producer(), replies)
+    return ClusterRoomserver(perform, queries)
+
+
 def instance_id_for(name: str, cfg: HomeserverConfig) -> str:
     # Unique per process lifetime: reply routing and per-instance consumer groups.
     return f"{name}-{cfg.listen.port}-{uuid.uuid4().hex[:8]}"
@@ -198,9 +209,20 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
         elif name == "userapi":
             from services.userapi.service import MIGRATIONS_PACKAGE, UserapiService
 
+            from services.clientapi.profile_sync import ProfileSync
+
+            assert proc.log is not None
             svc = UserapiService(cfg, await db("userapi", MIGRATIONS_PACKAGE), proc.log,
                                  bcrypt_rounds=cfg.registration.bcrypt_rounds)
-            impl, parts = svc.api, [svc]
+            # Profile changes and deactivation become member events (as in the embedded
+            # composition): this process writes to rooms through the input topic.
+            replies = LogReplies(proc.log, iid)
+            roomserver = _roomserver_writer(cfg, proc.log, replies, client("roomserver"))
+            profile_sync = ProfileSync(cast(RoomserverAPI, roomserver),
+                                       cast(SyncAPI, client("syncapi")).wait_for_event)
+            svc.api.profile_change_hooks.append(profile_sync.on_profile_change)
+            svc.api.deactivation_hooks.append(profile_sync.on_deactivated)
+            impl, parts = svc.api, [replies, svc]
         elif name == "syncapi":
             from services.syncapi.service import SyncService
 
@@ -214,22 +236,20 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
             from services.clientapi.routes.account_routers import build_account_routers
             from services.clientapi.routes.common import AccountRoutesContext
             from services.clientapi.service import ClientService
-            from services.roomserver.internal import RoomserverInternal
 
             assert proc.log is not None
             replies = LogReplies(proc.log, iid)
-            producer = proc.log.producer()
-            # Only the perform half (create_room/send_event) is used; it touches no store.
-            perform = RoomserverInternal(cast(Any, None), cfg.server_name,
-                                         load_or_create_signing_key(cfg.signing_key_path), producer, replies)
-            roomserver = ClusterRoomserver(perform, client("roomserver"))
+            roomserver = _roomserver_writer(cfg, proc.log, replies, client("roomserver"))
             ua, auth = userapi_client()
             syncapi = cast(SyncAPI, client("syncapi"))
+            # Per replica: with N clientapi replicas a user gets up to N times the rate.
+            ratelimiter = RateLimiter(cfg.rate_limiting)
             account_routers = build_account_routers(AccountRoutesContext(
-                config=cfg, userapi=cast(UserAPI, ua), auth=auth, ratelimiter=RateLimiter(cfg.rate_limiting)))
+                config=cfg, userapi=cast(UserAPI, ua), auth=auth, ratelimiter=ratelimiter))
             svc = ClientService(cfg, proc.log, roomserver=cast(RoomserverAPI, roomserver),
                                 userapi=cast(UserAPI, ua), auth=auth.require(allow_guest=False),
-                                extra_client_routers=account_routers, wait_projected=syncapi.wait_for_event)
+                                extra_client_routers=account_routers, wait_projected=syncapi.wait_for_event,
+                                ratelimiter=ratelimiter, guest_auth=auth.require(allow_guest=True))
             parts = [replies, svc]
             checks["replies"] = lambda: _started(replies)
         elif name == "mediaapi":
