@@ -23,7 +23,7 @@ class Event:
     """An event in a given room version. `pdu` is kept as-is; accessors never raise
     on malformed fields (validation is `limits.check_pdu_format`'s job)."""
 
-    __slots__ = ("pdu", "room_version", "_event_id", "_prev", "_auth", "_room_id")
+    __slots__ = ("pdu", "room_version", "_event_id", "_prev", "_auth", "_room_id", "_auth_full")
 
     def __init__(self, pdu: dict[str, Any], room_version: RoomVersion, event_id: str | None = None):
         self.pdu = pdu
@@ -32,6 +32,7 @@ class Event:
         self._prev: list[str] | None = None
         self._auth: list[str] | None = None
         self._room_id: str | None = None
+        self._auth_full: list[str] | None = None
 
     @property
     def event_id(self) -> str:
@@ -100,6 +101,22 @@ class Event:
         if self._auth is None:
             self._auth = _ids(self.pdu.get("auth_events"))
         return self._auth
+
+    @property
+    def full_auth_event_ids(self) -> list[str]:
+        """The events that authorise this one: `auth_event_ids`, plus in room v12 the
+        create event (its ID is implied by the room ID and never listed). Cached: the
+        auth DAG walks of state resolution read it once per event per walk."""
+        if self._auth_full is None:
+            ids = self.auth_event_ids
+            if self.room_version.hydra and self.type != "m.room.create":
+                rid = self.room_id
+                if rid.startswith("!"):
+                    create_id = "$" + rid[1:]
+                    if create_id not in ids:
+                        ids = [*ids, create_id]
+            self._auth_full = ids
+        return self._auth_full
 
     @property
     def redacts(self) -> str | None:

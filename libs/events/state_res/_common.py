@@ -20,6 +20,9 @@ CREATE_KEY: StateKey = ("m.room.create", "")
 POWER_KEY: StateKey = ("m.room.power_levels", "")
 JOIN_RULES_KEY: StateKey = ("m.room.join_rules", "")
 
+# Positions compared per list slice in `separate` (only differing blocks are scanned).
+_BLOCK = 64
+
 # Level given to v12 room creators when ordering events (any finite level is below it).
 CREATOR_LEVEL = 2**53
 
@@ -33,15 +36,10 @@ class StateResolutionError(ValueError):
 def auth_ids(ev: Event) -> list[str]:
     """The event's auth event IDs; in room v12 the create event (whose ID is implied by
     the room ID, never listed) is added, as every v12 event is authorised by it."""
-    ids = ev.auth_event_ids
-    rv = ev.room_version
-    if rv.hydra and ev.type != "m.room.create":
-        rid = ev.room_id
-        if rid.startswith("!"):
-            create_id = "$" + rid[1:]
-            if create_id not in ids:
-                return [*ids, create_id]
-    return ids
+    return ev.full_auth_event_ids
+
+
+_FULL_AUTH = operator.attrgetter("full_auth_event_ids")
 
 
 def check_entries(keys: Iterable[object], values: Iterable[object]) -> None:
@@ -65,8 +63,10 @@ def separate(state_sets: Sequence[StateMap]) -> tuple[dict[StateKey, str], dict[
 
     A key absent from some state set is conflicted (state res v2's reading); v1 uses
     `separate_v1` instead. Rooms have tens of thousands of unconflicted entries and a
-    handful of conflicts, so each set is compared with the first column-wise by one
-    C-level map pipeline rather than key by key in Python."""
+    handful of conflicts, so each set is compared with the first by list equality over
+    blocks of positions (C-level, and an identity check per element when the maps
+    share their strings, as copies and loaded snapshots do); only the few blocks that
+    differ are looked at entry by entry."""
     if not state_sets:
         return {}, {}
     first = state_sets[0]
@@ -79,22 +79,44 @@ def separate(state_sets: Sequence[StateMap]) -> tuple[dict[StateKey, str], dict[
     bad: set[int] = set()
     extra: set[StateKey] = set()
     for s in state_sets[1:]:
-        if len(s) >= n and all(map(operator.eq, s, keys0)):
-            # The first set's keys in the same order, maybe followed by more (maps
-            # loaded or copied alike): compare values by position, hashing no key.
-            bad.update(compress(range(n), map(operator.ne, s.values(), vals0)))
-            if len(s) > n:
-                more = list(islice(s, n, None))
+        ks = list(s)
+        vs = list(s.values())
+        m = min(n, len(ks))
+        # Positions of s whose key may not be the first set's own key there.
+        odd: list[StateKey] = ks[m:]
+        # Maps copied from one another keep their key order: find the aligned prefix
+        # (bisecting on slices), where only values need comparing.
+        p = m
+        if (ks != keys0) if len(ks) == n else (ks[:m] != keys0[:m]):
+            lo, hi = 0, m
+            while hi - lo > _BLOCK:
+                mid = (lo + hi) // 2
+                if ks[lo:mid] == keys0[lo:mid]:
+                    lo = mid
+                else:
+                    hi = mid
+            p = lo
+        if (vs != vals0) if p == n == len(vs) else (vs[:p] != vals0[:p]):
+            for b in range(0, p, _BLOCK):
+                e = min(b + _BLOCK, p)
+                if vs[b:e] != vals0[b:e]:
+                    bad.update(compress(range(b, e), map(operator.ne, vs[b:e], vals0[b:e])))
+        for b in range(p, m, _BLOCK):
+            e = min(b + _BLOCK, m)
+            if ks[b:e] == keys0[b:e]:
+                if vs[b:e] != vals0[b:e]:
+                    bad.update(compress(range(b, e), map(operator.ne, vs[b:e], vals0[b:e])))
+                continue
+            # Keys out of step here: look the first set's keys up in s.
+            bad.update(compress(range(b, e), map(operator.ne, map(s.get, keys0[b:e]), vals0[b:e])))
+            odd.extend(ks[b:e])
+        if m < n:
+            bad.update(compress(range(m, n), map(operator.ne, map(s.get, keys0[m:]), vals0[m:])))
+        if odd:
+            more = [k for k in odd if k not in first]
+            if more:
                 check_entries(more, ())
                 extra.update(more)
-            continue
-        mism = list(compress(range(n), map(operator.ne, map(s.get, keys0), vals0)))
-        bad.update(mism)
-        missing = sum(1 for i in mism if keys0[i] not in s)
-        if n - missing != len(s):  # s has keys the first set lacks
-            more = s.keys() - first.keys()
-            check_entries(more, ())
-            extra.update(more)
     unconflicted: dict[StateKey, str] = dict(first)
     conflicted: dict[StateKey, set[str]] = {}
     for i in bad:
@@ -108,23 +130,23 @@ def separate(state_sets: Sequence[StateMap]) -> tuple[dict[StateKey, str], dict[
 
 def auth_closure(start: Iterable[str], get: GetEvent, stop: set[str] | frozenset[str] = frozenset()) -> set[str]:
     """`start` plus every event reachable from it over auth_events, not walking into
-    (nor including) events in `stop` (which must itself be closed under auth edges)."""
+    (nor including) events in `stop` (which must itself be closed under auth edges).
+
+    Walked a generation at a time with C-level maps (a room's whole auth DAG is walked
+    for the auth difference): unknown events are dropped by `filter(None, ...)`."""
     seen = set(start)
     if stop:
         seen -= stop
-    frontier = seen
-    while frontier:
-        nxt: set[str] = set()
-        for eid in frontier:
-            ev = get(eid)
-            if ev is not None:
-                nxt.update(auth_ids(ev))
+    frontier: Iterable[str] = seen
+    while True:
+        nxt = set(chain.from_iterable(map(_FULL_AUTH, filter(None, map(get, frontier)))))
         nxt -= seen
         if stop:
             nxt -= stop
+        if not nxt:
+            return seen
         seen |= nxt
         frontier = nxt
-    return seen
 
 
 def auth_difference(
