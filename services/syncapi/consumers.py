@@ -17,6 +17,7 @@ from typing import Any
 
 from libs.log.api import EventLog, Record, TopicSpec
 from libs.log.runner import KeyedRunner
+from libs.storage import Connection
 from services.roomserver.api import OutputNewEvent, RoomserverAPI
 from services.syncapi.api import (
     TOPIC_CLIENT_DATA,
@@ -125,21 +126,52 @@ class SyncProjector:
     # ---- roomserver.output ----------------------------------------------------
     async def on_output(self, rec: OutputNewEvent) -> bool:
         """Project one committed event. Returns False if it changed nothing."""
+        return (await self.on_outputs([rec]))[0]
+
+    async def on_outputs(self, recs: list[OutputNewEvent]) -> list[bool]:
+        """Project committed events in order (normally all queued for one room) in
+        ONE transaction; then advance the position and wake long-polls once.
+        Per event: False if it changed nothing."""
+        results = [False] * len(recs)
+        prepared: list[tuple[int, OutputNewEvent, dict[str, Any], dict[str, dict[str, Any]]]] = []
+        for i, rec in enumerate(recs):
+            prep = await self._prepare(rec)
+            if prep is not None:
+                prepared.append((i, rec, *prep))
+        if not prepared:
+            return results
+        done: list[tuple[int, list[str]]] = []
+        async with self.store.db.transaction() as tx:
+            for i, rec, pdu, fetched in prepared:
+                applied = await self._apply(tx, rec, pdu, fetched)
+                if applied is not None:
+                    done.append(applied)
+                    results[i] = True
+        if done:
+            self.positions.advance("events", max(pos for pos, _ in done))
+            self.notifier.notify([k for _, keys in done for k in keys])
+        return results
+
+    async def _prepare(self, rec: OutputNewEvent) -> tuple[dict[str, Any], dict[str, dict[str, Any]]] | None:
+        """Checks and I/O before the transaction: (pdu, state events fetched from
+        the roomserver), or None if the record changes nothing."""
         pdu = dict(rec.event)
         event_id: str = pdu["event_id"]
         room_id = pdu.get("room_id")
         if not isinstance(room_id, str) or rec.rejected:
             self.notifier.notify([f"e:{event_id}"])  # a wait_for_event need not wait for its timeout
-            return False
+            return None
         in_timeline = not rec.soft_failed
         if not rec.state_added and not rec.state_removed and not in_timeline:
             self.notifier.notify([f"e:{event_id}"])
-            return False
-        if in_timeline and await self.store.event_pos(event_id) is not None:
-            return False  # redelivery
+            return None
         # Fetch state events we never saw (before the transaction: no I/O inside it).
         need = [e for e in rec.state_added if e != event_id]
-        missing = [e for e in need if e not in await self.store.known_event_ids(need)] if need else []
+        if not need:
+            return pdu, {}  # (a redelivery is recognised inside the transaction)
+        if in_timeline and await self.store.event_pos(event_id) is not None:
+            return None  # redelivery: do not fetch anything for it
+        missing = [e for e in need if e not in await self.store.known_event_ids(need)]
         fetched: dict[str, dict[str, Any]] = {}
         if missing:
             if self.roomserver is None:
@@ -148,82 +180,89 @@ class SyncProjector:
             lost = [e for e in missing if e not in fetched]
             if lost:
                 log.warning("roomserver does not have state events %s; skipping them", lost)
-        pos = 0
-        async with self.store.db.transaction() as tx:
-            if in_timeline and await self.store.timeline_event_exists(tx, event_id):
-                return False
-            pos = await self.store.next_pos(tx, "events")
-            await self.store.upsert_room(tx, room_id, rec.room_version, event_id if in_timeline else None)
-            for eid, ev in fetched.items():
-                await self.store.insert_event(tx, event_id=eid, room_id=room_id, stream_pos=None, pdu=ev)
-            # Keys of the state added (from the events we hold) and removed (from current state).
-            keys_added: dict[tuple[str, str], str] = {}
-            added_pdus = dict(fetched)
-            added_pdus[event_id] = pdu
-            other = [e for e in rec.state_added if e not in added_pdus]
-            if other:
-                rows = await self.store.events_by_ids_conn(tx, other)
-                added_pdus.update({r_id: r for r_id, r in rows.items()})
-            for eid in rec.state_added:
-                ev = added_pdus.get(eid)
-                if ev is None or not isinstance(ev.get("state_key"), str):
-                    continue
-                keys_added[(str(ev.get("type", "")), ev["state_key"])] = eid
-            removed_keys = await self.store.current_state_keys_of(tx, room_id, rec.state_removed)
-            changed_keys = set(keys_added) | {k for k in removed_keys.values() if k not in keys_added}
-            own_key = (str(pdu.get("type", "")), pdu["state_key"]) if isinstance(pdu.get("state_key"), str) else None
-            lookup = list(changed_keys | ({own_key} if own_key else set()))
-            before = await self.store.current_state_for_keys(tx, room_id, lookup)
-            if own_key is not None and in_timeline:
-                prev_id = before.get(own_key)
-                if prev_id is not None and prev_id != event_id:
-                    prev = await self.store.events_by_ids_conn(tx, [prev_id])
-                    unsigned = dict(pdu.get("unsigned") or {})
-                    unsigned["replaces_state"] = prev_id
-                    if prev_id in prev:
-                        unsigned["prev_content"] = prev[prev_id].get("content", {})
-                        unsigned["prev_sender"] = prev[prev_id].get("sender")
-                    pdu["unsigned"] = unsigned
-            # State changes other than the event's own (state fetched for a join, or
-            # resolved from a fork) get a position of their own just *before* the event:
-            # they are the state the event's timeline starts from.
-            pending_changes = [k for k in sorted(changed_keys)
-                               if not (keys_added.get(k) is not None and before.get(k) == keys_added.get(k))]
-            if any(k != own_key or keys_added.get(k) != event_id for k in pending_changes):
-                pre_pos, pos = pos, await self.store.next_pos(tx, "events")
-            else:
-                pre_pos = pos
-            if await self.store.known_event_ids([event_id], tx):
-                if in_timeline:
-                    await self.store.promote_event(tx, event_id, pos, pdu, rec.device_id, rec.txn_id)
-            else:
-                await self.store.insert_event(tx, event_id=event_id, room_id=room_id,
-                                              stream_pos=pos if in_timeline else None, pdu=pdu,
-                                              device_id=rec.device_id, txn_id=rec.txn_id)
-            for key in pending_changes:
-                new_id = keys_added.get(key)
-                membership = None
-                if key[0] == "m.room.member" and new_id is not None:
-                    m = (added_pdus.get(new_id) or {}).get("content", {}).get("membership")
-                    membership = m if isinstance(m, str) else None
-                at = pos if (key == own_key and new_id == event_id) else pre_pos
-                await self.store.set_state(tx, room_id, at, key, new_id, before.get(key), membership)
-            # Redactions, in whichever order the redaction and its target arrive.
-            if pdu.get("type") == "m.room.redaction" and in_timeline:
-                target = _redacts(pdu)
-                if target:
-                    await self.store.add_redaction(tx, event_id, target)
-                    await self.store.mark_redacted(tx, target, event_id)
-            pending = await self.store.pending_redaction_for(tx, event_id)
-            if pending:
-                await self.store.mark_redacted(tx, event_id, pending)
-            keys = [f"r:{room_id}", f"e:{event_id}"]
-            if pdu.get("type") == "m.room.member" and isinstance(pdu.get("state_key"), str):
-                keys.append(f"u:{pdu['state_key']}")
-            await publish(tx, self.channel, "events", pos, keys)
-        self.positions.advance("events", pos)
-        self.notifier.notify(keys)
-        return True
+        return pdu, fetched
+
+    async def _apply(self, tx: Connection, rec: OutputNewEvent, pdu: dict[str, Any],
+                     fetched: dict[str, dict[str, Any]]) -> tuple[int, list[str]] | None:
+        """Write one event inside the batch's transaction: (its position, keys to
+        wake), or None for a redelivery."""
+        event_id: str = pdu["event_id"]
+        room_id: str = pdu["room_id"]
+        in_timeline = not rec.soft_failed
+        known, has_pos, pending = await self.store.event_status(tx, event_id)
+        if in_timeline and has_pos:
+            return None  # redelivery
+        pos = await self.store.next_pos(tx, "events")
+        await self.store.upsert_room(tx, room_id, rec.room_version, event_id if in_timeline else None)
+        for eid, ev in fetched.items():
+            await self.store.insert_event(tx, event_id=eid, room_id=room_id, stream_pos=None, pdu=ev)
+        # Keys of the state added (from the events we hold) and removed (from current state).
+        keys_added: dict[tuple[str, str], str] = {}
+        added_pdus = dict(fetched)
+        added_pdus[event_id] = pdu
+        other = [e for e in rec.state_added if e not in added_pdus]
+        if other:
+            rows = await self.store.events_by_ids_conn(tx, other)
+            added_pdus.update({r_id: r for r_id, r in rows.items()})
+        for eid in rec.state_added:
+            ev = added_pdus.get(eid)
+            if ev is None or not isinstance(ev.get("state_key"), str):
+                continue
+            keys_added[(str(ev.get("type", "")), ev["state_key"])] = eid
+        removed_keys = await self.store.current_state_keys_of(tx, room_id, rec.state_removed)
+        changed_keys = set(keys_added) | {k for k in removed_keys.values() if k not in keys_added}
+        own_key = (str(pdu.get("type", "")), pdu["state_key"]) if isinstance(pdu.get("state_key"), str) else None
+        lookup = list(changed_keys | ({own_key} if own_key else set()))
+        before = await self.store.current_state_for_keys(tx, room_id, lookup)
+        if own_key is not None and in_timeline:
+            prev_id = before.get(own_key)
+            if prev_id is not None and prev_id != event_id:
+                prev = await self.store.events_by_ids_conn(tx, [prev_id])
+                unsigned = dict(pdu.get("unsigned") or {})
+                unsigned["replaces_state"] = prev_id
+                if prev_id in prev:
+                    unsigned["prev_content"] = prev[prev_id].get("content", {})
+                    unsigned["prev_sender"] = prev[prev_id].get("sender")
+                pdu["unsigned"] = unsigned
+        # State changes other than the event's own (state fetched for a join, or
+        # resolved from a fork) get a position of their own just *before* the event:
+        # they are the state the event's timeline starts from.
+        pending_changes = [k for k in sorted(changed_keys)
+                           if not (keys_added.get(k) is not None and before.get(k) == keys_added.get(k))]
+        if any(k != own_key or keys_added.get(k) != event_id for k in pending_changes):
+            pre_pos, pos = pos, await self.store.next_pos(tx, "events")
+        else:
+            pre_pos = pos
+        if known:
+            if in_timeline:
+                await self.store.promote_event(tx, event_id, pos, pdu, rec.device_id, rec.txn_id)
+        else:
+            await self.store.insert_event(tx, event_id=event_id, room_id=room_id,
+                                          stream_pos=pos if in_timeline else None, pdu=pdu,
+                                          device_id=rec.device_id, txn_id=rec.txn_id)
+        for key in pending_changes:
+            new_id = keys_added.get(key)
+            membership = None
+            if key[0] == "m.room.member" and new_id is not None:
+                m = (added_pdus.get(new_id) or {}).get("content", {}).get("membership")
+                membership = m if isinstance(m, str) else None
+            at = pos if (key == own_key and new_id == event_id) else pre_pos
+            await self.store.set_state(tx, room_id, at, key, new_id, before.get(key), membership)
+        # Redactions, in whichever order the redaction and its target arrive.
+        if pdu.get("type") == "m.room.redaction" and in_timeline:
+            target = _redacts(pdu)
+            if target:
+                await self.store.add_redaction(tx, event_id, target)
+                await self.store.mark_redacted(tx, target, event_id)
+        if pdu.get("type") == "m.room.redaction" and _redacts(pdu) == event_id:
+            pending = await self.store.pending_redaction_for(tx, event_id)  # (self-redaction)
+        if pending:
+            await self.store.mark_redacted(tx, event_id, pending)
+        keys = [f"r:{room_id}", f"e:{event_id}"]
+        if pdu.get("type") == "m.room.member" and isinstance(pdu.get("state_key"), str):
+            keys.append(f"u:{pdu['state_key']}")
+        await publish(tx, self.channel, "events", pos, keys)
+        return pos, keys
 
     # ---- ephemeral.typing -------------------------------------------------------
     def on_typing(self, rec: TypingRecord) -> bool:
@@ -348,7 +387,12 @@ class SyncConsumers:
             (f"{self.group_prefix}.typing.{self.instance_id}", [TOPIC_TYPING], self._handle_typing),
         ]
         for group, topics, handler in specs:
-            runner = KeyedRunner(self.log.consumer(group, topics), handler, name=group)
+            if handler == self._handle_output:
+                # A room's queued events are projected in one transaction.
+                runner = KeyedRunner(self.log.consumer(group, topics), batch_handler=self._handle_outputs,
+                                     name=group)
+            else:
+                runner = KeyedRunner(self.log.consumer(group, topics), handler, name=group)
             await runner.start()
             self._runners.append(runner)
 
@@ -364,6 +408,20 @@ class SyncConsumers:
         except ValueError:
             log.warning("undecodable record on %s@%s", record.topic, record.offset)
             return None
+
+    async def _handle_outputs(self, records: list[Record]) -> None:
+        recs: list[OutputNewEvent] = []
+        for record in records:
+            obj = self._decode(record)
+            try:
+                rec = parse_output(obj) if obj is not None else None
+            except (TypeError, ValueError) as e:
+                log.warning("bad roomserver.output record at %s: %s", record.offset, e)
+                continue
+            if rec is not None:
+                recs.append(rec)
+        if recs:
+            await self.projector.on_outputs(recs)
 
     async def _handle_output(self, record: Record) -> None:
         obj = self._decode(record)

@@ -171,6 +171,17 @@ class SyncStore:
             "WHERE event_id = $1 AND stream_pos IS NULL",
             event_id, stream_pos, dumps(pdu), device_id, txn_id)
 
+    async def event_status(self, conn: Connection, event_id: str) -> tuple[bool, bool, str | None]:
+        """(known here, has a timeline position, a redaction already waiting for it),
+        in one round trip."""
+        r = await conn.fetchrow(
+            "SELECT (SELECT COUNT(*) FROM events WHERE event_id = $1),"
+            " (SELECT COUNT(*) FROM events WHERE event_id = $1 AND stream_pos IS NOT NULL),"
+            " (SELECT redaction_id FROM redactions WHERE redacts = $1 ORDER BY redaction_id LIMIT 1)",
+            event_id)
+        assert r is not None
+        return bool(r[0]), bool(r[1]), r[2]
+
     async def timeline_event_exists(self, conn: Connection, event_id: str) -> bool:
         return await conn.fetchval(
             "SELECT 1 FROM events WHERE event_id = $1 AND stream_pos IS NOT NULL", event_id) is not None
