@@ -447,10 +447,8 @@ class UserapiInternal:
                 pattern = body.get("pattern")
                 if not isinstance(pattern, str):
                     raise pushrules.PushRuleError("content rules need a string pattern")
-            elif kind == "room" and not rule_id.startswith("!"):
-                raise pushrules.PushRuleError("room rule IDs must be room IDs")
-            elif kind == "sender" and not rule_id.startswith("@"):
-                raise pushrules.PushRuleError("sender rule IDs must be user IDs")
+            # room/sender rule IDs name a room/user, but clients (and SyTest) also use
+            # aliases and other strings there: any ID without slashes is accepted.
         except pushrules.PushRuleError as e:
             raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
         if before is not None and after is not None:

@@ -31,7 +31,6 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
         return await ctx.userapi.get_push_rules(device.user_id)
 
     @r.get("/pushrules/{scope}/")
-    @r.get("/pushrules/{scope}")
     async def scope_rules(scope: str, device: Device = Depends(member)) -> dict[str, Any]:
         _scope(scope)
         rules: dict[str, Any] = (await ctx.userapi.get_push_rules(device.user_id))["global"]
@@ -107,5 +106,12 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
             raise bad_json("actions must be a list")
         await ctx.userapi.set_push_rule_actions(device.user_id, kind, rule_id, actions)
         return {}
+
+    # Anything else under /pushrules/ (no scope, no kind, an empty or slashed rule ID,
+    # an unknown attribute, a scope or kind without its trailing slash) is a bad
+    # request, not an unknown endpoint nor a redirect.
+    @r.api_route("/pushrules/{rest:path}", methods=["GET", "PUT", "DELETE"])
+    async def malformed(rest: str, device: Device = Depends(member)) -> dict[str, Any]:
+        raise MatrixError(400, "M_UNRECOGNIZED", "Malformed push rule path")
 
     return r
