@@ -2,8 +2,11 @@
 schemas (kubernetes-validate, offline), and is consistent with the runtime."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+import subprocess
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -221,3 +224,19 @@ def test_no_stray_manifests() -> None:
         walk(os.path.join(K8S_DIR, t))
     files = {os.path.join(dp, f) for dp, _, fs in os.walk(K8S_DIR) for f in fs if re.search(r"\.ya?ml$", f)}
     assert files - {os.path.normpath(u) for u in used} == set()
+
+
+KUSTOMIZE = os.environ.get("AXON_KUSTOMIZE") or shutil.which("kustomize")
+
+
+@pytest.mark.skipif(KUSTOMIZE is None, reason="no kustomize binary (set AXON_KUSTOMIZE; "
+                    "`go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1` builds one)")
+@pytest.mark.parametrize("name", TARGETS)
+def test_renderer_matches_real_kustomize(name: str) -> None:
+    """Cross-check of tests/deploy/kustomize.py against kustomize itself, when present."""
+    out = subprocess.run([str(KUSTOMIZE), "build", os.path.join(K8S_DIR, name)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    real = sorted((json.dumps(r, sort_keys=True) for r in yaml.safe_load_all(out.stdout) if r))
+    mine = sorted(json.dumps(r, sort_keys=True) for r in render(os.path.join(K8S_DIR, name)))
+    assert real == mine
