@@ -11,7 +11,7 @@ from typing import Any
 from libs.config.model import HomeserverConfig
 from libs.errors import unavailable
 from libs.log.api import LogError, Producer
-from services.userapi import pushrules
+from services.userapi import pushers, pushrules
 from services.userapi.api import (
     TOPIC_CLIENT_DATA,
     TOPIC_KEY_CHANGES,
@@ -505,6 +505,23 @@ class UserapiInternal:
         elif not await self.store.set_user_rule_actions(user_id, kind, rule_id, actions):
             raise MatrixError(404, "M_NOT_FOUND", "Unknown push rule")
         await self._push_rules_changed(user_id)
+
+    # ---- pushers ----------------------------------------------------------------------
+    async def set_pusher(self, user_id: str, device_id: str, body: dict[str, Any]) -> None:
+        """POST /pushers/set: validate, then create/replace (or, kind null, delete)."""
+        for key in ("app_id", "pushkey"):
+            if key not in body:
+                raise MatrixError(400, "M_MISSING_PARAM", f"Missing {key}")
+            if not isinstance(body[key], str) or not body[key] or len(body[key]) > 512:
+                raise MatrixError(400, "M_INVALID_PARAM", f"{key} must be a non-empty string")
+        if body.get("kind", "") is None:
+            await self.store.delete_pusher(user_id, body["app_id"], body["pushkey"])
+            return
+        pusher = pushers.validate_pusher(body)
+        await self.store.set_pusher(user_id, device_id, pusher, _now_ms(), replace_others=not body.get("append", False))
+
+    async def get_pushers(self, user_id: str) -> list[dict[str, Any]]:
+        return await self.store.list_pushers(user_id)
 
     # ---- user-interactive auth -------------------------------------------------------
     async def check_user_interactive_auth(

@@ -13,13 +13,14 @@ from services.clientapi.routes import (
     login,
     presence,
     profile,
+    pushers,
     pushrules,
     register,
     versions,
 )
 from services.clientapi.routes.common import CLIENT_PREFIXES, AccountRoutesContext
 
-_PREFIXED_MODULES = (login, register, account, devices, profile, presence, keys, account_data, filter, pushrules,
+_PREFIXED_MODULES = (login, register, account, devices, profile, presence, keys, account_data, filter, pushrules, pushers,
                      capabilities)
 
 

@@ -220,6 +220,7 @@ class UserStore:
             await tx.execute(
                 "DELETE FROM devices WHERE user_id = $1 AND device_id = $2", r[0], r[1]
             )
+            await tx.execute("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2", r[0], r[1])
             return (r[0], r[1])
 
     def _device(self, r: Any) -> DeviceRow:
@@ -266,6 +267,9 @@ class UserStore:
                 await tx.execute(
                     "DELETE FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id
                 )
+                await tx.execute(
+                    "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2", user_id, device_id
+                )
 
     async def delete_all_devices(self, user_id: str, except_device: str | None = None) -> None:
         keep = except_device if except_device is not None else ""
@@ -275,6 +279,9 @@ class UserStore:
             )
             await tx.execute(
                 "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", user_id, keep
+            )
+            await tx.execute(
+                "DELETE FROM pushers WHERE user_id = $1 AND device_id <> $2", user_id, keep
             )
 
     # ---- profiles ------------------------------------------------------------
@@ -467,6 +474,31 @@ class UserStore:
             " ON CONFLICT (user_id, kind, rule_id) DO UPDATE SET actions = excluded.actions",
             user_id, kind, rule_id, _dumps(actions),
         )
+
+    # ---- pushers -----------------------------------------------------------------
+    async def set_pusher(self, user_id: str, device_id: str, pusher: dict[str, Any], ts: int,
+                         replace_others: bool) -> None:
+        """Create or replace the user's pusher for (app_id, pushkey); with
+        replace_others, other users' pushers with that (app_id, pushkey) go."""
+        app_id, pushkey = pusher["app_id"], pusher["pushkey"]
+        async with self.q.transaction() as tx:
+            if replace_others:
+                await tx.execute("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3",
+                                 app_id, pushkey, user_id)
+            await tx.execute(
+                "INSERT INTO pushers (user_id, app_id, pushkey, device_id, pusher_json, created_ts)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET"
+                " device_id = excluded.device_id, pusher_json = excluded.pusher_json",
+                user_id, app_id, pushkey, device_id, _dumps(pusher), ts)
+
+    async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> None:
+        await self.q.execute("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+                             user_id, app_id, pushkey)
+
+    async def list_pushers(self, user_id: str) -> list[dict[str, Any]]:
+        rows = await self.q.fetch(
+            "SELECT pusher_json FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey", user_id)
+        return [json.loads(r[0]) for r in rows]
 
     # ---- end-to-end keys -------------------------------------------------------
     async def set_device_keys(self, user_id: str, device_id: str, keys: dict[str, Any]) -> bool:

@@ -36,3 +36,36 @@ async def test_toggling_every_default_push_rule_is_quick(matrix: MatrixTestClien
                 await matrix.request(alice, "PUT", path, json={"enabled": enabled})
                 assert await matrix.request(alice, "GET", path) == {"enabled": enabled}
     assert time.monotonic() - start < 8
+
+
+_PUSHER = {"profile_tag": "tag", "kind": "http", "app_id": "sytest", "app_display_name": "SyTest",
+           "device_display_name": "A testing machine", "pushkey": "key", "lang": "en",
+           "data": {"url": "https://dummy.url/_matrix/push/v1/notify", "format": "event_id_only", "x": 1}}
+
+
+async def test_pushers_set_get_and_password_change(matrix: MatrixTestClient, client) -> None:
+    # 61push/06_get_pusher.pl "Can fetch a user's pushers"; 14account/01change-password.pl
+    # "Pushers created with a different/the same access token are (not) deleted on password change".
+    alice = await matrix.register(password="old password")
+    await matrix.request(alice, "POST", "/pushers/set", json=_PUSHER)
+    got = (await matrix.request(alice, "GET", "/pushers"))["pushers"]
+    assert got == [{k: v for k, v in _PUSHER.items()}]
+    # Missing fields, bad kind, no URL: 400.
+    for broken in ({k: v for k, v in _PUSHER.items() if k != "lang"}, {**_PUSHER, "kind": "carrier-pigeon"},
+                   {**_PUSHER, "data": {}}, {**_PUSHER, "app_id": 5}):
+        await matrix.request(alice, "POST", "/pushers/set", expect=400, json=broken)
+    # A second login's pusher goes when the password changes from the first device.
+    r = await client.post("/_matrix/client/v3/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": alice.user_id},
+        "password": "old password"})
+    other = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    r = await client.post("/_matrix/client/v3/pushers/set", headers=other, json={**_PUSHER, "pushkey": "k2"})
+    assert r.status_code == 200
+    assert len((await matrix.request(alice, "GET", "/pushers"))["pushers"]) == 2
+    auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": alice.user_id},
+            "password": "old password"}
+    await matrix.request(alice, "POST", "/account/password", json={"new_password": "new password", "auth": auth})
+    assert [p["pushkey"] for p in (await matrix.request(alice, "GET", "/pushers"))["pushers"]] == ["key"]
+    # kind null deletes.
+    await matrix.request(alice, "POST", "/pushers/set", json={**_PUSHER, "kind": None})
+    assert (await matrix.request(alice, "GET", "/pushers"))["pushers"] == []
