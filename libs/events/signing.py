@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -45,6 +48,9 @@ class SigningKey:
     key_id: str
     seed: bytes
     _nacl: nacl.signing.SigningKey = field(repr=False)
+    # libsodium's 64-byte secret key (seed + public key): signing calls the binding
+    # directly, skipping PyNaCl's wrapper objects.
+    _sk: bytes = field(default=b"", repr=False)
 
     @classmethod
     def from_seed(cls, seed: bytes, version: str) -> SigningKey:
@@ -52,7 +58,9 @@ class SigningKey:
             raise KeyFormatError("an ed25519 seed is 32 bytes")
         if not _KEY_VERSION.match(version):
             raise KeyFormatError(f"bad key version {version!r}")
-        return cls(f"{ED25519}:{version}", bytes(seed), nacl.signing.SigningKey(seed))
+        seed = bytes(seed)
+        _pk, sk = nacl.bindings.crypto_sign_seed_keypair(seed)
+        return cls(f"{ED25519}:{version}", seed, nacl.signing.SigningKey(seed), sk)
 
     @property
     def version(self) -> str:
@@ -67,6 +75,9 @@ class SigningKey:
         return encode_base64(self.public_key)
 
     def sign(self, data: bytes) -> bytes:
+        """The 64-byte ed25519 signature of `data` (libsodium; releases the GIL)."""
+        if self._sk:
+            return nacl.bindings.crypto_sign(data, self._sk)[:64]
         return self._nacl.sign(data).signature
 
     def verify_key(self, valid_until_ts: int | None = None) -> VerifyKey:
@@ -159,6 +170,8 @@ def sign_json(obj: dict[str, Any], signing_name: str, key: SigningKey) -> dict[s
 
 
 def _verify_raw(message: bytes, sig_b64: Any, key: VerifyKey) -> bool:
+    """One ed25519 check. Pure function of its arguments (safe in worker threads: the
+    libsodium call releases the GIL)."""
     if not isinstance(sig_b64, str):
         return False
     try:
@@ -168,10 +181,18 @@ def _verify_raw(message: bytes, sig_b64: Any, key: VerifyKey) -> bool:
     if len(sig) != 64:
         return False
     try:
-        nacl.signing.VerifyKey(key.key).verify(message, sig)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+        nacl.bindings.crypto_sign_open(sig + message, key.key)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
         return False
     return True
+
+
+# verify(message, signature_b64, key, signing_name, key_id) -> signature is valid
+_Verifier = Callable[[bytes, Any, VerifyKey, str, str], bool]
+
+
+def _verify_now(message: bytes, sig_b64: Any, key: VerifyKey, signing_name: str, key_id: str) -> bool:
+    return _verify_raw(message, sig_b64, key)
 
 
 def verify_json_signature(obj: Mapping[str, Any], signing_name: str, key_id: str, key: VerifyKey) -> None:
@@ -202,17 +223,34 @@ def verify_signed_json(
     key is known must verify, and at least one must. With `at_ts`, a key only counts if
     its ``valid_until_ts`` is unset or >= at_ts. Returns the key ID that verified.
     """
-    sigs = obj.get("signatures")
+
+    def message() -> bytes:
+        try:
+            return _signing_bytes(obj, strict=strict)
+        except CanonicalJSONError as e:
+            raise SignatureError(f"cannot encode the signed object: {e}") from None
+
+    return _check_signed(obj.get("signatures"), signing_name, keys, at_ts, message, _verify_now)
+
+
+def _check_signed(
+    sigs: Any,
+    signing_name: str,
+    keys: Mapping[str, VerifyKey],
+    at_ts: int | None,
+    message: Callable[[], bytes],
+    verify: _Verifier,
+) -> str:
+    """The rules of `verify_signed_json`, with the signed bytes produced by `message`
+    (called at most once, only once a signature is there to check) and each ed25519
+    check done by `verify` (the batch APIs record the checks, then run them in threads)."""
     entry = sigs.get(signing_name) if isinstance(sigs, dict) else None
     if not isinstance(entry, dict) or not entry:
         raise SignatureError(f"not signed by {signing_name}")
     candidates = [k for k in entry if isinstance(k, str) and k.startswith(ED25519 + ":")]
     if not candidates:
         raise SignatureError(f"no ed25519 signature from {signing_name}")
-    try:
-        message = _signing_bytes(obj, strict=strict)
-    except CanonicalJSONError as e:
-        raise SignatureError(f"cannot encode the signed object: {e}") from None
+    data = message()
     verified: str | None = None
     expired: list[str] = []
     for key_id in sorted(candidates):
@@ -222,7 +260,7 @@ def verify_signed_json(
         if at_ts is not None and key.valid_until_ts is not None and key.valid_until_ts < at_ts:
             expired.append(key_id)
             continue
-        if not _verify_raw(message, entry[key_id], key):
+        if not verify(data, entry[key_id], key, signing_name, key_id):
             raise SignatureError(f"bad signature from {signing_name} with {key_id}")
         verified = key_id
     if verified is None:
@@ -315,6 +353,16 @@ def verify_event_signatures(
     """Raise SignatureError unless every required server (or `servers`) signed the event's
     redacted form with a known key. Room v5+ (`enforce_key_validity`) also requires the
     key to have been valid at the event's origin_server_ts."""
+    _verify_event(pdu, version, keys, servers, _verify_now)
+
+
+def _verify_event(
+    pdu: Mapping[str, Any],
+    version: RoomVersion,
+    keys: Mapping[str, Mapping[str, VerifyKey]],
+    servers: Iterable[str] | None,
+    verify: _Verifier,
+) -> None:
     needed = set(servers) if servers is not None else required_signers(pdu, version)
     at_ts: int | None = None
     if version.enforce_key_validity:
@@ -322,10 +370,168 @@ def verify_event_signatures(
         if not isinstance(ts, int) or isinstance(ts, bool):
             raise SignatureError("event has no valid origin_server_ts")
         at_ts = ts
-    obj = _event_signing_object(pdu, version)
-    obj["signatures"] = pdu.get("signatures")
+    strict = version.strict_canonicaljson
+    encoded: list[bytes] = []
+
+    def message() -> bytes:
+        # The redacted form is encoded once, however many servers must have signed it.
+        if not encoded:
+            try:
+                encoded.append(encode_canonical_json(_event_signing_object(pdu, version), strict=strict))
+            except CanonicalJSONError as e:
+                raise SignatureError(f"cannot encode the signed object: {e}") from None
+        return encoded[0]
+
+    sigs = pdu.get("signatures")
     for server in sorted(needed):
-        verify_signed_json(obj, server, keys.get(server, {}), at_ts=at_ts, strict=version.strict_canonicaljson)
+        _check_signed(sigs, server, keys.get(server, {}), at_ts, message, verify)
+
+
+# --- batches ------------------------------------------------------------------------
+
+# Below this many ed25519 operations a batch runs inline: a thread hop costs more.
+_MIN_PARALLEL = 8
+
+
+class _Pipeline:
+    """Feeds items to `fn` in worker threads, a chunk at a time as they are produced,
+    so the calling thread's encoding overlaps the workers' libsodium calls. Inline
+    (no threads) for small batches or a single worker without an executor."""
+
+    def __init__(self, fn: Callable[[list[Any]], list[Any]], n_hint: int, workers: int | None,
+                 executor: Executor | None):
+        if workers is None:
+            workers = os.cpu_count() or 1
+        self.fn = fn
+        self.inline = n_hint < _MIN_PARALLEL or (workers <= 1 and executor is None)
+        # A few chunks per worker: small enough to start early and balance the load.
+        self.size = max(_MIN_PARALLEL, -(-n_hint // (max(1, workers) * 4)))
+        self.own: ThreadPoolExecutor | None = None
+        self.executor = executor
+        if not self.inline and executor is None:
+            self.own = self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ed25519")
+        self.pending: list[Any] = []
+        self.done: list[Future[list[Any]] | list[Any]] = []
+
+    def add(self, item: Any) -> None:
+        self.pending.append(item)
+        if not self.inline and len(self.pending) >= self.size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            assert self.executor is not None
+            self.done.append(self.executor.submit(self.fn, self.pending))
+            self.pending = []
+
+    def results(self) -> list[Any]:
+        try:
+            if self.inline:
+                return self.fn(self.pending)
+            self._flush()
+            return [x for f in self.done for x in (f.result() if isinstance(f, Future) else f)]
+        finally:
+            if self.own is not None:
+                self.own.shutdown(wait=True)
+
+
+def sign_events(
+    pdus: Sequence[dict[str, Any]],
+    version: RoomVersion,
+    server_name: str,
+    key: SigningKey,
+    *,
+    add_hashes: bool = True,
+    workers: int | None = None,
+    executor: Executor | None = None,
+) -> list[dict[str, Any]]:
+    """`add_hashes_and_signature` (or, with ``add_hashes=False``, `sign_event`) for many
+    PDUs: same results, mutated in place and returned in order.
+
+    Canonical encoding, hashing and redaction run on the calling thread; the ed25519
+    operations run on `executor` or on `workers` threads (default: one per CPU; libsodium
+    releases the GIL, so the batch uses every core). An exception is raised as a loop
+    over the per-event function would raise it: the PDUs before the failing one are
+    signed, the rest untouched."""
+    strict = version.strict_canonicaljson
+    sk_sign = key.sign
+
+    def sign_chunk(messages: list[bytes]) -> list[bytes]:
+        return [sk_sign(m) for m in messages]
+
+    pipe = _Pipeline(sign_chunk, len(pdus), workers, executor)
+    failure: BaseException | None = None
+    try:
+        for pdu in pdus:
+            try:
+                if add_hashes:
+                    pdu["hashes"] = {"sha256": encode_base64(compute_content_hash(pdu, version))}
+                message = encode_canonical_json(_event_signing_object(pdu, version), strict=strict)
+            except BaseException as e:  # re-raised once the PDUs before it are signed
+                failure = e
+                break
+            pipe.add(message)
+    finally:
+        sigs = pipe.results()
+    key_id = key.key_id
+    for pdu, sig in zip(pdus, sigs):
+        old = pdu.get("signatures")
+        new = {k: dict(v) for k, v in old.items() if isinstance(v, dict)} if isinstance(old, dict) else {}
+        new.setdefault(server_name, {})[key_id] = encode_base64(sig)
+        pdu["signatures"] = new
+    if failure is not None:
+        raise failure
+    return list(pdus)
+
+
+def verify_events_batch(
+    pdus: Sequence[Mapping[str, Any]],
+    version: RoomVersion,
+    keys: Mapping[str, Mapping[str, VerifyKey]],
+    *,
+    servers: Sequence[Iterable[str] | None] | None = None,
+    workers: int | None = None,
+    executor: Executor | None = None,
+) -> list[SignatureError | None]:
+    """`verify_event_signatures` for many PDUs: for each, None if it verifies, else the
+    SignatureError the per-event call would raise (same message).
+
+    Each event's rules run on the calling thread with every ed25519 check recorded as
+    if it passed; the recorded checks then run in worker threads; an event's result is
+    the error of its first failing check (where the per-event call would have stopped),
+    else what the recording run gave."""
+    if servers is not None and len(servers) != len(pdus):
+        raise ValueError("servers must give one entry per PDU")
+    provisional: list[SignatureError | None] = []
+    labels: list[tuple[int, str, str]] = []  # (pdu index, signing name, key ID) per check
+
+    def verify_chunk(checks: list[tuple[bytes, Any, VerifyKey]]) -> list[bool]:
+        return [_verify_raw(m, s, k) for m, s, k in checks]
+
+    pipe = _Pipeline(verify_chunk, len(pdus), workers, executor)
+    try:
+        for i, pdu in enumerate(pdus):
+
+            def record(message: bytes, sig_b64: Any, key: VerifyKey, signing_name: str, key_id: str,
+                       i: int = i) -> bool:
+                pipe.add((message, sig_b64, key))
+                labels.append((i, signing_name, key_id))
+                return True
+
+            try:
+                _verify_event(pdu, version, keys, None if servers is None else servers[i], record)
+                provisional.append(None)
+            except SignatureError as e:
+                provisional.append(e)
+    finally:
+        ok = pipe.results()
+    out = list(provisional)
+    failed: set[int] = set()
+    for good, (i, signing_name, key_id) in zip(ok, labels):
+        if not good and i not in failed:
+            failed.add(i)
+            out[i] = SignatureError(f"bad signature from {signing_name} with {key_id}")
+    return out
 
 
 def check_event_hash(pdu: Mapping[str, Any], version: RoomVersion) -> bool:
