@@ -14,6 +14,7 @@ from services.roomserver.api import RoomserverAPI
 from services.userapi.api import UserAPI
 
 from .routes_rooms import RoomRoutesDeps, build_room_router
+from .routes_upgrade import build_upgrade_router
 
 CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")
 
@@ -28,15 +29,18 @@ class ClientService:
                  ratelimiter: RateLimiter | None = None,
                  guest_auth: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.config = config
-        rooms = build_room_router(RoomRoutesDeps(
+        deps = RoomRoutesDeps(
             server_name=config.server_name, roomserver=roomserver, userapi=userapi,
             producer=log.producer(), auth=auth, guest_auth=guest_auth, wait_projected=wait_projected,
             ratelimiter=ratelimiter or RateLimiter(config.rate_limiting),
-        ))
+        )
+        rooms = build_room_router(deps)
+        upgrade = build_upgrade_router(deps)
         self.routers: list[APIRouter] = []
         for prefix in CLIENT_PREFIXES:
             r = APIRouter(prefix=prefix)
             r.include_router(rooms)
+            r.include_router(upgrade)
             self.routers.append(r)
         self.routers.extend(extra_client_routers or [])
         self.readiness_checks: list[Callable[[], Awaitable[bool]]] = []

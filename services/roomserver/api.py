@@ -56,6 +56,9 @@ class CreateRoomRequest:
     # The creator's profile, copied into their join event (as Synapse does).
     creator_displayname: str | None = None
     creator_avatar_url: str | None = None
+    # A pre-chosen room ID (room upgrades: the tombstone names the new room before it
+    # exists). Ignored for room versions whose room ID is the create event's hash.
+    room_id: str | None = None
 
 
 @dataclass

@@ -99,7 +99,7 @@ class RoomserverInternal:
             room_id = create.room_id
             create_pdu = create.pdu
         else:
-            room_id = random_room_id(self.server_name)
+            room_id = req.room_id or random_room_id(self.server_name)
         result = await self._request(
             room_id, "create_room",
             {"room_id": room_id, "request": asdict(req), "create_event": create_pdu},
