@@ -73,6 +73,12 @@ def _check_room_id(room_id: str) -> str:
     return room_id
 
 
+def _check_tombstone(room_id: str, event_type: str, content: dict[str, Any]) -> None:
+    # A room cannot replace itself (clients following the tombstone would loop).
+    if event_type == "m.room.tombstone" and content.get("replacement_room") == room_id:
+        raise _err(400, "M_BAD_JSON", "A tombstone cannot point to its own room")
+
+
 def _opt_str(body: dict[str, Any], key: str) -> str | None:
     v = body.get(key)
     if v is not None and not isinstance(v, str):
@@ -302,6 +308,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         body = await _json_body(request)
         limit("message", device.user_id)
         await ensure_room(room_id)
+        _check_tombstone(room_id, event_type, body)
         event_id = await send(NewEventRequest(room_id=room_id, type=event_type, sender=device.user_id,
                                               content=body, device_id=device.device_id, txn_id=txn_id))
         return {"event_id": event_id}
@@ -309,6 +316,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
     async def put_state(room_id: str, event_type: str, state_key: str, request: Request, device: Device) -> dict[str, Any]:
         body = await _json_body(request)
         await ensure_room(room_id)
+        _check_tombstone(room_id, event_type, body)
         if len(state_key.encode()) > _MAX_ID_BYTES or len(event_type.encode()) > _MAX_ID_BYTES:
             raise _err(400, "M_INVALID_PARAM", "type or state_key too long")
         if event_type == "m.room.member":
