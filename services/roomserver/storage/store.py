@@ -31,6 +31,26 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+async def _insert_returning(
+    tx: Connection, table: str, cols: tuple[str, ...], returning: str, rows: list[tuple[Any, ...]]
+) -> dict[str, int]:
+    """Multi-row INSERT ... RETURNING (one round trip per 500 rows); returns
+    {first returned column: second} (e.g. event_id -> event_nid)."""
+    out: dict[str, int] = {}
+    n = len(cols)
+    for i in range(0, len(rows), 500):
+        part = rows[i : i + 500]
+        values = ",".join(
+            "(" + ",".join(f"${k * n + j + 1}" for j in range(n)) + ")" for k in range(len(part))
+        )
+        args = [v for row in part for v in row]
+        for r in await tx.fetch(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES {values} RETURNING {returning}", *args
+        ):
+            out[r[0]] = int(r[1])
+    return out
+
+
 def _known_nid(ref: "SnapshotRef") -> int | None:
     """The nid of a snapshot already in the database; None (or 0, the empty
     state) when the event needs the one-by-one path of `persist`."""
@@ -332,15 +352,14 @@ class RoomserverStore:
             async def flush_plain() -> None:
                 if not plain:
                     return
-                await tx.executemany(
-                    "INSERT INTO events (event_id, room_nid, type_nid, state_key_nid, depth,"
-                    " before_snapshot_nid, after_snapshot_nid, rejected, rejection_reason,"
-                    " soft_failed, json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                got = await _insert_returning(
+                    tx, "events", ("event_id", "room_nid", "type_nid", "state_key_nid", "depth",
+                                   "before_snapshot_nid", "after_snapshot_nid", "rejected",
+                                   "rejection_reason", "soft_failed", "json"), "event_id, event_nid",
                     [(e.event_id, room_nid, e.type_nid, e.state_key_nid, e.depth, _known_nid(e.before),
                       _known_nid(e.after), e.rejection_reason is not None, e.rejection_reason,
                       e.soft_failed, e.json) for e in plain],
                 )
-                got = await self._nids_of(tx, [e.event_id for e in plain])
                 for e in plain:
                     e.event_nid = got[e.event_id]
                     nids[e.event_id] = e.event_nid
@@ -428,10 +447,9 @@ class RoomserverStore:
                 )
             outbox: list[tuple[int, str, str, str]] = []
             if outbox_rows:
-                await tx.executemany(
-                    "INSERT INTO outbox (room_id, event_id, record) VALUES ($1, $2, $3)", outbox_rows
+                onids = await _insert_returning(
+                    tx, "outbox", ("room_id", "event_id", "record"), "event_id, outbox_nid", outbox_rows
                 )
-                onids = await self._outbox_nids(tx, [r[1] for r in outbox_rows])
                 outbox = sorted((onids[eid], rid, eid, rec) for rid, eid, rec in outbox_rows)
             results = list(batch.input_results)
             if batch.request_id is not None and batch.result is not None:
@@ -448,28 +466,6 @@ class RoomserverStore:
     def _stage_side_rows(ev: PersistEvent, room_id: str, outbox_rows: list[tuple[str, str, str]]) -> None:
         if ev.output is not None:
             outbox_rows.append((ev.output["event"].get("room_id") or room_id, ev.event_id, _dumps(ev.output)))
-
-    @staticmethod
-    async def _nids_of(tx: Connection, event_ids: list[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in range(0, len(event_ids), 500):
-            part = event_ids[i : i + 500]
-            ph = ",".join(f"${k + 1}" for k in range(len(part)))
-            for r in await tx.fetch(f"SELECT event_id, event_nid FROM events WHERE event_id IN ({ph})", *part):
-                out[r[0]] = int(r[1])
-        return out
-
-    @staticmethod
-    async def _outbox_nids(tx: Connection, event_ids: list[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in range(0, len(event_ids), 500):
-            part = event_ids[i : i + 500]
-            ph = ",".join(f"${k + 1}" for k in range(len(part)))
-            for r in await tx.fetch(
-                f"SELECT event_id, MAX(outbox_nid) FROM outbox WHERE event_id IN ({ph}) GROUP BY event_id", *part
-            ):
-                out[r[0]] = int(r[1])
-        return out
 
     async def _snap_nid(
         self, tx: Connection, room_nid: int, ref: SnapshotRef, nids: dict[str, int]
