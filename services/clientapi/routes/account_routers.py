@@ -16,11 +16,12 @@ from services.clientapi.routes import (
     pushers,
     pushrules,
     register,
+    tags,
     versions,
 )
 from services.clientapi.routes.common import CLIENT_PREFIXES, AccountRoutesContext
 
-_PREFIXED_MODULES = (login, register, account, devices, profile, presence, keys, account_data, filter, pushrules, pushers,
+_PREFIXED_MODULES = (login, register, account, devices, profile, presence, keys, account_data, filter, pushrules, pushers, tags,
                      capabilities)
 
 

@@ -69,3 +69,29 @@ async def test_pushers_set_get_and_password_change(matrix: MatrixTestClient, cli
     # kind null deletes.
     await matrix.request(alice, "POST", "/pushers/set", json={**_PUSHER, "kind": None})
     assert (await matrix.request(alice, "GET", "/pushers"))["pushers"] == []
+
+
+async def test_room_tags_and_their_sync(matrix: MatrixTestClient) -> None:
+    # 42tags.pl: add/list/remove tags; tags in initial and incremental /sync, deletion too.
+    alice = await matrix.register()
+    room_id = await matrix.create_room(alice)
+    base = f"/user/{alice.user_id}/rooms/{room_id}/tags"
+    await matrix.request(alice, "DELETE", f"{base}/never_added", json={})
+    first = await matrix.sync(alice)
+    await matrix.request(alice, "PUT", f"{base}/test_tag", json={"order": 1})
+    assert await matrix.request(alice, "GET", base) == {"tags": {"test_tag": {"order": 1}}}
+    await matrix.request(alice, "PUT", f"{base}/bad", expect=400, json={"order": "high"})
+
+    def tag_events(resp: dict) -> list[dict]:
+        room = resp.get("rooms", {}).get("join", {}).get(room_id, {})
+        return [e for e in room.get("account_data", {}).get("events", []) if e["type"] == "m.tag"]
+
+    await matrix.sync_until(alice, lambda r: bool(tag_events(r)), since=first["next_batch"])
+    assert tag_events(await matrix.sync(alice))[0]["content"] == {"tags": {"test_tag": {"order": 1}}}
+    inc = await matrix.sync_until(alice, lambda r: bool(tag_events(r)), since=first["next_batch"])
+    assert tag_events(inc)[0]["content"]["tags"] == {"test_tag": {"order": 1}}
+    await matrix.request(alice, "DELETE", f"{base}/test_tag", json={})
+    assert await matrix.request(alice, "GET", base) == {"tags": {}}
+    inc2 = await matrix.sync_until(alice, lambda r: bool(tag_events(r)), since=inc["next_batch"])
+    assert tag_events(inc2)[0]["content"] == {"tags": {}}
+    await matrix.request(alice, "GET", f"/user/@someone:else/rooms/{room_id}/tags", expect=403)
