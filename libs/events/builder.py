@@ -1,13 +1,14 @@
 """Build new PDUs: the roomserver calls `build_event` to create and sign its events."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Sequence
 
 from .event import Event
-from .hashes import compute_event_id
 from .limits import check_pdu_format
 from .room_versions import EventFormat, RoomVersion
-from .signing import SigningKey, add_hashes_and_signature
+from .signing import SigningKey, hash_and_sign
+from .unpadded_base64 import encode_base64
 
 
 def build_event(
@@ -69,8 +70,13 @@ def build_event(
         # Kept top-level too: older clients and servers read it there.
         pdu["redacts"] = redacts
     check_pdu_format(pdu, version)
-    add_hashes_and_signature(pdu, version, server_name, signing_key)
+    # The signed bytes are the reference hash input (no event_id, no unsigned yet):
+    # the event ID comes from them without a second redaction and encoding.
+    signed = hash_and_sign(pdu, version, server_name, signing_key)
+    if version.event_format is EventFormat.V1:
+        eid = event_id
+    else:
+        eid = "$" + encode_base64(hashlib.sha256(signed).digest(), urlsafe=version.event_format is EventFormat.V4)
     if unsigned:
         pdu["unsigned"] = dict(unsigned)
-    eid = event_id if version.event_format is EventFormat.V1 else compute_event_id(pdu, version)
     return Event(pdu, version, eid)

@@ -329,17 +329,33 @@ def add_hashes_and_signature(
     pdu: dict[str, Any], version: RoomVersion, server_name: str, key: SigningKey
 ) -> dict[str, Any]:
     """Set ``hashes.sha256`` (content hash) then add our signature; mutates and returns."""
+    hash_and_sign(pdu, version, server_name, key)
+    return pdu
+
+
+def hash_and_sign(pdu: dict[str, Any], version: RoomVersion, server_name: str, key: SigningKey) -> bytes:
+    """`add_hashes_and_signature`, returning the signed bytes (the canonical redacted
+    form without signatures/unsigned). For a v3+ PDU without `event_id` or `unsigned`
+    these are exactly the reference hash input: sha256 of them gives the event ID
+    without redacting and encoding the event a second time."""
     pdu["hashes"] = {"sha256": encode_base64(compute_content_hash(pdu, version))}
-    return sign_event(pdu, version, server_name, key)
+    message = encode_canonical_json(_event_signing_object(pdu, version), strict=version.strict_canonicaljson)
+    _attach_signature(pdu, server_name, key.key_id, key.sign(message))
+    return message
+
+
+def _attach_signature(pdu: dict[str, Any], server_name: str, key_id: str, sig: bytes) -> None:
+    old = pdu.get("signatures")
+    sigs = {k: dict(v) for k, v in old.items() if isinstance(v, dict)} if isinstance(old, dict) else {}
+    sigs.setdefault(server_name, {})[key_id] = encode_base64(sig)
+    pdu["signatures"] = sigs
 
 
 def sign_event(pdu: dict[str, Any], version: RoomVersion, server_name: str, key: SigningKey) -> dict[str, Any]:
     """Add `server_name`'s signature to a PDU that already has its `hashes`; mutates and returns."""
-    sig = compute_event_signature(pdu, version, key)
-    sigs = pdu.get("signatures")
-    sigs = {k: dict(v) for k, v in sigs.items() if isinstance(v, dict)} if isinstance(sigs, dict) else {}
-    sigs.setdefault(server_name, {})[key.key_id] = sig
-    pdu["signatures"] = sigs
+    strict = version.strict_canonicaljson
+    _attach_signature(pdu, server_name, key.key_id,
+                      key.sign(encode_canonical_json(_event_signing_object(pdu, version), strict=strict)))
     return pdu
 
 
@@ -475,10 +491,7 @@ def sign_events(
         sigs = pipe.results()
     key_id = key.key_id
     for pdu, sig in zip(pdus, sigs):
-        old = pdu.get("signatures")
-        new = {k: dict(v) for k, v in old.items() if isinstance(v, dict)} if isinstance(old, dict) else {}
-        new.setdefault(server_name, {})[key_id] = encode_base64(sig)
-        pdu["signatures"] = new
+        _attach_signature(pdu, server_name, key_id, sig)
     if failure is not None:
         raise failure
     return list(pdus)

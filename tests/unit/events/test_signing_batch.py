@@ -220,3 +220,23 @@ def test_verify_events_batch_explicit_servers() -> None:
     assert as_text(verify_events_batch(events, rv, keys, servers=servers, workers=2)) == expected
     with pytest.raises(ValueError):
         verify_events_batch(events, rv, keys, servers=servers[:3])
+
+
+@pytest.mark.parametrize("version", sorted(ROOM_VERSIONS))
+def test_build_event_id_from_the_signed_bytes_is_the_reference_hash(version: str) -> None:
+    # build_event takes the event ID from the bytes it signed; it must be the ID the
+    # reference hash of the finished event gives (unsigned data included or not).
+    from libs.events.builder import build_event
+    from libs.events.hashes import compute_event_id
+
+    rv = ROOM_VERSIONS[version]
+    for unsigned in (None, {"age": 5}):
+        ev = build_event(
+            rv, type="m.room.member", sender="@a:one", room_id="!r:one",
+            content={"membership": "join", "displayname": "A", "avatar_url": "mxc://one/x"},
+            prev_events=["$p:one"], auth_events=["$c:one"], depth=3, origin_server_ts=1234,
+            server_name="one", signing_key=A, state_key="@a:one", unsigned=unsigned,
+            event_id="$e:one" if rv.event_format.name == "V1" else None,
+        )
+        assert ev.event_id == compute_event_id(ev.pdu, rv)
+        verify_event_signatures(ev.pdu, rv, {"one": {A.key_id: A.verify_key()}})
