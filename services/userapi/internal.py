@@ -15,11 +15,13 @@ from services.userapi import pushers, pushrules
 from services.userapi.api import (
     TOPIC_CLIENT_DATA,
     TOPIC_KEY_CHANGES,
+    TOPIC_PRESENCE,
     Account,
     AccountDataChange,
     Device,
     LoginResult,
 )
+from services.userapi.key_backup import KeyBackups
 from services.userapi.filters import FilterError, validate_filter
 from services.userapi.identifiers import (
     full_user_id,
@@ -81,6 +83,7 @@ class UserapiInternal:
         self.token_revoked_hooks: list[TokenRevokedHook] = []
         self._last_touch: dict[tuple[str, str], tuple[int, str | None]] = {}
         self.uia = UserInteractiveAuth(store, config.registration, config.server_name, self.check_password)
+        self.key_backups = KeyBackups(store)
 
     # ---- helpers -------------------------------------------------------------
     def _local(self, user_id: str) -> str | None:
@@ -323,7 +326,14 @@ class UserapiInternal:
     async def set_presence(self, user_id: str, presence: str, status_msg: str | None) -> None:
         if presence not in PRESENCE_STATES:
             raise MatrixError(400, "M_INVALID_PARAM", f"Unknown presence state {presence!r}")
-        await self.store.set_presence(user_id, presence, status_msg, int(time.time() * 1000))
+        ts = int(time.time() * 1000)
+        await self.store.set_presence(user_id, presence, status_msg, ts)
+        if self.producer is not None:  # the syncapi delivers it to users sharing rooms
+            value = {"user_id": user_id, "presence": presence, "status_msg": status_msg, "last_active_ts": ts}
+            try:
+                await self.producer.send(TOPIC_PRESENCE, user_id, json.dumps(value).encode("utf-8"))
+            except LogError as e:
+                log.warning("could not publish presence for %s: %s", user_id, e)
 
     async def get_profile(self, user_id: str) -> dict[str, Any] | None:
         localpart = self._local(user_id)
@@ -522,6 +532,31 @@ class UserapiInternal:
 
     async def get_pushers(self, user_id: str) -> list[dict[str, Any]]:
         return await self.store.list_pushers(user_id)
+
+    # ---- key backup (room_keys) ----------------------------------------------------------
+    async def create_backup_version(self, user_id: str, body: dict[str, Any]) -> str:
+        return await self.key_backups.create_version(user_id, body)
+
+    async def get_backup_version(self, user_id: str, version: str | None) -> dict[str, Any]:
+        return await self.key_backups.get_version(user_id, version)
+
+    async def update_backup_version(self, user_id: str, version: str, body: dict[str, Any]) -> None:
+        await self.key_backups.update_version(user_id, version, body)
+
+    async def delete_backup_version(self, user_id: str, version: str) -> None:
+        await self.key_backups.delete_version(user_id, version)
+
+    async def put_backup_keys(self, user_id: str, version: str | None, room_id: str | None,
+                              session_id: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.key_backups.put_keys(user_id, version, room_id, session_id, body)
+
+    async def get_backup_keys(self, user_id: str, version: str | None, room_id: str | None,
+                              session_id: str | None) -> dict[str, Any]:
+        return await self.key_backups.get_keys(user_id, version, room_id, session_id)
+
+    async def delete_backup_keys(self, user_id: str, version: str | None, room_id: str | None,
+                                 session_id: str | None) -> dict[str, Any]:
+        return await self.key_backups.delete_keys(user_id, version, room_id, session_id)
 
     # ---- user-interactive auth -------------------------------------------------------
     async def check_user_interactive_auth(

@@ -16,12 +16,13 @@ from services.clientapi.routes import (
     pushers,
     pushrules,
     register,
+    room_keys,
     tags,
     versions,
 )
 from services.clientapi.routes.common import CLIENT_PREFIXES, AccountRoutesContext
 
-_PREFIXED_MODULES = (login, register, account, devices, profile, presence, keys, account_data, filter, pushrules, pushers, tags,
+_PREFIXED_MODULES = (login, register, account, devices, profile, presence, keys, account_data, filter, pushrules, pushers, tags, room_keys,
                      capabilities)
 
 

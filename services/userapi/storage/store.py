@@ -500,6 +500,86 @@ class UserStore:
             "SELECT pusher_json FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey", user_id)
         return [json.loads(r[0]) for r in rows]
 
+    # ---- key backup -------------------------------------------------------------
+    async def create_backup_version(self, user_id: str, algorithm: str, auth_data: Any) -> int:
+        async with self.q.transaction() as tx:
+            top = await tx.fetchval("SELECT MAX(version) FROM e2e_backup_versions WHERE user_id = $1", user_id)
+            version = int(top or 0) + 1
+            await tx.execute(
+                "INSERT INTO e2e_backup_versions (user_id, version, algorithm, auth_data) VALUES ($1, $2, $3, $4)",
+                user_id, version, algorithm, _dumps(auth_data))
+            return version
+
+    async def get_backup_version(self, user_id: str, version: int | None) -> tuple[int, str, Any, int] | None:
+        """(version, algorithm, auth_data, etag) of that version, or of the latest when None."""
+        if version is None:
+            r = await self.q.fetchrow(
+                "SELECT version, algorithm, auth_data, etag FROM e2e_backup_versions"
+                " WHERE user_id = $1 AND deleted = FALSE ORDER BY version DESC LIMIT 1", user_id)
+        else:
+            r = await self.q.fetchrow(
+                "SELECT version, algorithm, auth_data, etag FROM e2e_backup_versions"
+                " WHERE user_id = $1 AND version = $2 AND deleted = FALSE", user_id, version)
+        return None if r is None else (int(r[0]), r[1], json.loads(r[2]), int(r[3]))
+
+    async def update_backup_version(self, user_id: str, version: int, algorithm: str, auth_data: Any) -> bool:
+        r = await self.q.fetchrow(
+            "UPDATE e2e_backup_versions SET algorithm = $3, auth_data = $4"
+            " WHERE user_id = $1 AND version = $2 AND deleted = FALSE RETURNING version",
+            user_id, version, algorithm, _dumps(auth_data))
+        return r is not None
+
+    async def delete_backup_version(self, user_id: str, version: int) -> bool:
+        async with self.q.transaction() as tx:
+            r = await tx.fetchrow(
+                "UPDATE e2e_backup_versions SET deleted = TRUE"
+                " WHERE user_id = $1 AND version = $2 AND deleted = FALSE RETURNING version", user_id, version)
+            await tx.execute("DELETE FROM e2e_backup_keys WHERE user_id = $1 AND version = $2", user_id, version)
+            return r is not None
+
+    async def bump_backup_etag(self, user_id: str, version: int) -> None:
+        await self.q.execute("UPDATE e2e_backup_versions SET etag = etag + 1 WHERE user_id = $1 AND version = $2",
+                             user_id, version)
+
+    async def count_backup_keys(self, user_id: str, version: int) -> int:
+        return int(await self.q.fetchval(
+            "SELECT COUNT(*) FROM e2e_backup_keys WHERE user_id = $1 AND version = $2", user_id, version))
+
+    async def get_backup_keys(self, user_id: str, version: int, room_id: str | None = None,
+                              session_id: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+        sql = "SELECT room_id, session_id, key_json FROM e2e_backup_keys WHERE user_id = $1 AND version = $2"
+        args: list[Any] = [user_id, version]
+        if room_id is not None:
+            sql += " AND room_id = $3"
+            args.append(room_id)
+            if session_id is not None:
+                sql += " AND session_id = $4"
+                args.append(session_id)
+        rows = await self.q.fetch(sql, *args)
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    async def put_backup_keys(self, user_id: str, version: int,
+                              keys: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        async with self.q.transaction() as tx:
+            for room_id, session_id, key in keys:
+                await tx.execute(
+                    "INSERT INTO e2e_backup_keys (user_id, version, room_id, session_id, key_json)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, version, room_id, session_id)"
+                    " DO UPDATE SET key_json = excluded.key_json",
+                    user_id, version, room_id, session_id, _dumps(key))
+
+    async def delete_backup_keys(self, user_id: str, version: int, room_id: str | None = None,
+                                 session_id: str | None = None) -> None:
+        sql = "DELETE FROM e2e_backup_keys WHERE user_id = $1 AND version = $2"
+        args: list[Any] = [user_id, version]
+        if room_id is not None:
+            sql += " AND room_id = $3"
+            args.append(room_id)
+            if session_id is not None:
+                sql += " AND session_id = $4"
+                args.append(session_id)
+        await self.q.execute(sql, *args)
+
     # ---- end-to-end keys -------------------------------------------------------
     async def set_device_keys(self, user_id: str, device_id: str, keys: dict[str, Any]) -> bool:
         """Store the device keys; False when they were already exactly these."""

@@ -95,3 +95,41 @@ async def test_room_tags_and_their_sync(matrix: MatrixTestClient) -> None:
     inc2 = await matrix.sync_until(alice, lambda r: bool(tag_events(r)), since=inc["next_batch"])
     assert tag_events(inc2)[0]["content"] == {"tags": {}}
     await matrix.request(alice, "GET", f"/user/@someone:else/rooms/{room_id}/tags", expect=403)
+
+
+async def test_key_backup_versions_and_keys(matrix: MatrixTestClient) -> None:
+    # 41end-to-end-keys/07-backup.pl: versions, empty backups, better/worse keys, old versions, deletion.
+    alice = await matrix.register()
+    await matrix.request(alice, "GET", "/room_keys/version", expect=404)
+    mk = {"algorithm": "m.megolm_backup.v1", "auth_data": "anopaquestring"}
+    v1 = (await matrix.request(alice, "POST", "/room_keys/version", json=mk))["version"]
+    info = await matrix.request(alice, "GET", f"/room_keys/version/{v1}")
+    assert info["auth_data"] == "anopaquestring" and info["version"] == v1 and info["count"] == 0
+    await matrix.request(alice, "PUT", f"/room_keys/version/{v1}",
+                         json={**mk, "auth_data": "other", "version": v1})
+    assert (await matrix.request(alice, "GET", "/room_keys/version"))["auth_data"] == "other"
+    r = await matrix.request(alice, "GET", "/room_keys/keys/!notaroom/nosession", expect=404, params={"version": v1})
+    assert r["errcode"] == "M_NOT_FOUND"
+    assert await matrix.request(alice, "GET", "/room_keys/keys/!notaroom", params={"version": v1}) == {"sessions": {}}
+    assert await matrix.request(alice, "GET", "/room_keys/keys", params={"version": v1}) == {"rooms": {}}
+    await matrix.request(alice, "GET", "/room_keys/keys", expect=404, params={"version": "bogus"})
+
+    key = {"first_message_index": 2, "forwarded_count": 0, "is_verified": False, "session_data": "a"}
+    path = "/room_keys/keys/!abcd/1234"
+    assert (await matrix.request(alice, "PUT", path, params={"version": v1}, json=key))["count"] == 1
+    await matrix.request(alice, "PUT", path, params={"version": v1}, json={**key, "first_message_index": 3, "session_data": "worse"})
+    assert (await matrix.request(alice, "GET", path, params={"version": v1}))["session_data"] == "a"
+    await matrix.request(alice, "PUT", path, params={"version": v1}, json={**key, "first_message_index": 1, "session_data": "better"})
+    assert (await matrix.request(alice, "GET", path, params={"version": v1}))["first_message_index"] == 1
+    await matrix.request(alice, "PUT", path, params={"version": v1}, expect=400, json={"session_data": "x"})
+
+    v2 = (await matrix.request(alice, "POST", "/room_keys/version", json=mk))["version"]
+    r = await matrix.request(alice, "PUT", path, params={"version": v1}, expect=403, json=key)
+    assert r["errcode"] == "M_WRONG_ROOM_KEYS_VERSION" and r["current_version"] == v2
+    await matrix.request(alice, "DELETE", f"/room_keys/version/{v2}")
+    assert (await matrix.request(alice, "GET", "/room_keys/version"))["version"] == v1
+    await matrix.request(alice, "GET", f"/room_keys/version/{v2}", expect=404)
+    await matrix.request(alice, "DELETE", f"/room_keys/version/{v1}")
+    v3 = (await matrix.request(alice, "POST", "/room_keys/version", json=mk))["version"]
+    assert v3 not in (v1, v2)
+    assert await matrix.request(alice, "GET", "/room_keys/keys", params={"version": v3}) == {"rooms": {}}
