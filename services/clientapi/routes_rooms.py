@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -302,6 +303,12 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         return {"joined_rooms": [m.room_id for m in rooms]}
 
     # ---------------------------------------------------------------- events
+    @router.post("/rooms/{room_id}/send/{event_type}")
+    async def send_message_no_txn(room_id: str, event_type: str, request: Request,
+                                  device: Device = Depends(guest)) -> dict[str, Any]:
+        # The older POST form (still used by SyTest): no client txn ID, so no dedup.
+        return await send_message(room_id, event_type, f"post-{uuid.uuid4().hex}", request, device)
+
     @router.put("/rooms/{room_id}/send/{event_type}/{txn_id}")
     async def send_message(room_id: str, event_type: str, txn_id: str, request: Request,
                            device: Device = Depends(guest)) -> dict[str, Any]:

@@ -32,6 +32,14 @@ def _str_list(obj: dict[str, Any], key: str, path: str) -> None:
             raise _bad(f"{path}.{key}", "must be a list of strings")
 
 
+def _id_list(obj: dict[str, Any], key: str, path: str, sigil: str) -> None:
+    """A list of room or user IDs: each needs its sigil and a server name."""
+    _str_list(obj, key, path)
+    for x in obj.get(key, ()):
+        if not (x.startswith(sigil) and ":" in x):
+            raise _bad(f"{path}.{key}", f"{x!r} is not a valid {'room' if sigil == '!' else 'user'} ID")
+
+
 def _bool(obj: dict[str, Any], key: str, path: str) -> None:
     if key in obj and not isinstance(obj[key], bool):
         raise _bad(f"{path}.{key}", "must be a boolean")
@@ -45,7 +53,9 @@ def _event_filter(value: Any, path: str) -> None:
             raise _bad(f"{path}.limit", "must be an integer")
         if limit < 0:
             raise FilterError("M_INVALID_PARAM", f"{path}.limit: must not be negative")
-    for key in ("senders", "not_senders", "types", "not_types"):
+    for key in ("senders", "not_senders"):
+        _id_list(obj, key, path, "@")
+    for key in ("types", "not_types"):
         _str_list(obj, key, path)
 
 
@@ -53,7 +63,7 @@ def _room_event_filter(value: Any, path: str) -> None:
     _event_filter(value, path)
     obj = value
     for key in ("rooms", "not_rooms"):
-        _str_list(obj, key, path)
+        _id_list(obj, key, path, "!")
     for key in ("contains_url", "lazy_load_members", "include_redundant_members", "unread_thread_notifications"):
         _bool(obj, key, path)
 
@@ -70,7 +80,7 @@ def validate_filter(filter_json: Any) -> dict[str, Any]:
     if "room" in obj:
         room = _obj(obj["room"], "filter.room")
         for key in ("rooms", "not_rooms"):
-            _str_list(room, key, "filter.room")
+            _id_list(room, key, "filter.room", "!")
         _bool(room, "include_leave", "filter.room")
         for key in ("timeline", "state", "ephemeral", "account_data"):
             if key in room:

@@ -133,3 +133,33 @@ async def test_key_backup_versions_and_keys(matrix: MatrixTestClient) -> None:
     v3 = (await matrix.request(alice, "POST", "/room_keys/version", json=mk))["version"]
     assert v3 not in (v1, v2)
     assert await matrix.request(alice, "GET", "/room_keys/keys", params={"version": v3}) == {"rooms": {}}
+
+
+async def test_post_send_without_txn_and_json_limits(matrix: MatrixTestClient, client) -> None:
+    # 80torture/20json.pl "Invalid JSON integers/floats/special values", 80torture/03events.pl
+    # "Event size limits": all through the txn-less POST /rooms/{id}/send/{type}.
+    alice = await matrix.register()
+    room = await matrix.create_room(alice, room_version="6")
+    url = f"/_matrix/client/v3/rooms/{room}/send/sytest.dummy"
+    first = await client.post(url, headers=alice.headers, json={"body": "a"})
+    second = await client.post(url, headers=alice.headers, json={"body": "a"})
+    assert first.status_code == second.status_code == 200
+    assert first.json()["event_id"] != second.json()["event_id"]  # no txn dedup
+    for content in ({"body": 2 ** 53}, {"body": -(2 ** 53)}, {"body": 1.1}):
+        r = await client.post(url, headers=alice.headers, json=content)
+        assert r.status_code == 400 and r.json()["errcode"] == "M_BAD_JSON"
+    r = await client.post(url, headers=alice.headers, content=b'{"body": Infinity}')
+    assert r.status_code == 400
+    r = await client.post(url, headers=alice.headers, json={"body": "A" * 70000})
+    assert r.status_code == 413
+
+
+async def test_filters_with_bad_room_or_sender_ids_are_rejected(matrix: MatrixTestClient) -> None:
+    # 80torture/10filters.pl "Check creating invalid filters returns 4xx"
+    alice = await matrix.register()
+    path = f"/user/{alice.user_id}/filter"
+    for bad in ({"room": {"timeline": {"rooms": ["not_a_room_id"]}}},
+                {"room": {"timeline": {"senders": ["not_a_sender_id"]}}},
+                {"room": {"rooms": ["#alias:x"]}}):
+        await matrix.request(alice, "POST", path, expect=400, json=bad)
+    await matrix.request(alice, "POST", path, json={"room": {"timeline": {"rooms": ["!r:x"], "senders": ["@u:x"]}}})
