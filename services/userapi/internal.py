@@ -44,6 +44,7 @@ TokenRevokedHook = Callable[[str], None]
 PUSH_RULES_TYPE = "m.push_rules"
 # Account data a client may not write through the account-data API (Synapse does the same).
 _RESERVED_GLOBAL_TYPES = {PUSH_RULES_TYPE}
+OPENID_TOKEN_LIFETIME_S = 3600
 PRESENCE_STATES = ("online", "offline", "unavailable")
 _RESERVED_ROOM_TYPES = {"m.fully_read", PUSH_RULES_TYPE}
 # Write last-seen at most this often per device.
@@ -532,6 +533,18 @@ class UserapiInternal:
 
     async def get_pushers(self, user_id: str) -> list[dict[str, Any]]:
         return await self.store.list_pushers(user_id)
+
+    # ---- OpenID ------------------------------------------------------------------------
+    async def create_openid_token(self, user_id: str) -> tuple[str, int]:
+        """A new OpenID token for the user and its lifetime in seconds."""
+        token = new_access_token()
+        now = _now_ms()
+        await self.store.add_openid_token(token_hash(token), user_id, now + OPENID_TOKEN_LIFETIME_S * 1000, now)
+        return token, OPENID_TOKEN_LIFETIME_S
+
+    async def openid_userinfo(self, token: str) -> str | None:
+        """The user an unexpired OpenID token was issued to, else None."""
+        return await self.store.openid_token_user(token_hash(token), _now_ms())
 
     # ---- key backup (room_keys) ----------------------------------------------------------
     async def create_backup_version(self, user_id: str, body: dict[str, Any]) -> str:

@@ -500,6 +500,18 @@ class UserStore:
             "SELECT pusher_json FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey", user_id)
         return [json.loads(r[0]) for r in rows]
 
+    # ---- OpenID tokens --------------------------------------------------------------
+    async def add_openid_token(self, token_hash: str, user_id: str, expires_ts: int, now: int) -> None:
+        async with self.q.transaction() as tx:
+            await tx.execute("DELETE FROM openid_tokens WHERE expires_ts < $1", now)
+            await tx.execute("INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
+                             token_hash, user_id, expires_ts)
+
+    async def openid_token_user(self, token_hash: str, now: int) -> str | None:
+        r = await self.q.fetchval(
+            "SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts >= $2", token_hash, now)
+        return None if r is None else str(r)
+
     # ---- key backup -------------------------------------------------------------
     async def create_backup_version(self, user_id: str, algorithm: str, auth_data: Any) -> int:
         async with self.q.transaction() as tx:

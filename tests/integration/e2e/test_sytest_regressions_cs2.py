@@ -163,3 +163,31 @@ async def test_filters_with_bad_room_or_sender_ids_are_rejected(matrix: MatrixTe
                 {"room": {"rooms": ["#alias:x"]}}):
         await matrix.request(alice, "POST", path, expect=400, json=bad)
     await matrix.request(alice, "POST", path, json={"room": {"timeline": {"rooms": ["!r:x"], "senders": ["@u:x"]}}})
+
+
+async def test_openid_token_exchange(matrix: MatrixTestClient, client) -> None:
+    # 45openid.pl: request_token, userinfo with a good, bad and missing token.
+    alice = await matrix.register()
+    body = await matrix.request(alice, "POST", f"/user/{alice.user_id}/openid/request_token", json={})
+    assert body["matrix_server_name"] == "test.local" and body["expires_in"] > 0
+    r = await client.get("/_matrix/federation/v1/openid/userinfo", params={"access_token": body["access_token"]})
+    assert r.status_code == 200 and r.json() == {"sub": alice.user_id}
+    r = await client.get("/_matrix/federation/v1/openid/userinfo", params={"access_token": "an/invalid/token"})
+    assert r.status_code == 401
+    assert (await client.get("/_matrix/federation/v1/openid/userinfo")).status_code == 401
+    # The user's own access token is not an OpenID token.
+    r = await client.get("/_matrix/federation/v1/openid/userinfo", params={"access_token": alice.access_token})
+    assert r.status_code == 401
+    bob = await matrix.register()
+    await matrix.request(bob, "POST", f"/user/{alice.user_id}/openid/request_token", expect=403, json={})
+
+
+async def test_whois_self(matrix: MatrixTestClient) -> None:
+    # 48admin.pl "/whois": a user may look themselves up; devices carry their last connection.
+    alice = await matrix.register()
+    bob = await matrix.register()
+    body = await matrix.request(alice, "GET", f"/admin/whois/{alice.user_id}")
+    assert body["user_id"] == alice.user_id
+    conns = body["devices"][alice.device_id]["sessions"][0]["connections"]
+    assert conns and {"ip", "last_seen", "user_agent"} <= set(conns[0])
+    await matrix.request(bob, "GET", f"/admin/whois/{alice.user_id}", expect=403)
