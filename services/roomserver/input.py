@@ -201,7 +201,12 @@ class RoomInputProcessor:
         """new_event inputs (body, request_id) -> their results, in order. Per room:
         one transaction for every event and every result."""
         results: list[dict[str, Any] | None] = [None] * len(items)
-        prior = await self.store.get_input_results([rid for _b, rid in items if rid])
+        # Earlier outcomes (a redelivered input, a retried client txn): one round trip.
+        txns = [(b.get("sender"), b.get("device_id"), b.get("txn_id")) for b, _rid in items]
+        prior, known_txns = await self.store.get_prior_outcomes(
+            [rid for _b, rid in items if rid],
+            [t for t in txns if all(isinstance(v, str) for v in t)],  # type: ignore[misc]
+        )
         by_room: dict[str, list[tuple[int, NewEventRequest, str | None]]] = {}
         bad: list[tuple[str, dict[str, Any]]] = []
         for k, (body, rid) in enumerate(items):
@@ -221,16 +226,14 @@ class RoomInputProcessor:
         if bad:
             await self.store.put_input_results(bad)
         for room_id, group in by_room.items():
-            await self._send_room(room_id, group, results)
+            await self._send_room(room_id, group, results, known_txns)
         return [r if r is not None else error_result(bad_json("unprocessed")) for r in results]
 
     async def _send_room(
         self, room_id: str, group: list[tuple[int, NewEventRequest, str | None]],
         results: list[dict[str, Any] | None],
+        known_txns: dict[tuple[str, str, str], str],
     ) -> None:
-        txns = [(r.sender, r.device_id, r.txn_id) for _k, r, _rid in group
-                if r.txn_id is not None and r.device_id is not None]
-        known_txns = await self.store.get_txn_events(txns) if txns else {}
         room = await self.room(room_id)
         batch = PersistBatch(room_nid=room.room_nid if room else 0, events=[])
         ext_before = dict(room.extremities) if room else {}

@@ -60,6 +60,9 @@ class RoomserverInternal:
         self.replies = replies
         self.input_topic = input_topic
         self.reply_timeout_s = reply_timeout_s
+        # Room ID -> version of rooms known to exist: rooms are never deleted and a
+        # room's version never changes, so positive answers are cached (bounded).
+        self._room_versions: dict[str, str] = {}
 
     # ---- perform ---------------------------------------------------------------------
     async def _request(self, room_id: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -112,11 +115,19 @@ class RoomserverInternal:
 
     # ---- queries ------------------------------------------------------------------------
     async def room_exists(self, room_id: str) -> bool:
-        return await self.store.room_row(room_id) is not None
+        return await self.get_room_version(room_id) is not None
 
     async def get_room_version(self, room_id: str) -> str | None:
+        version = self._room_versions.get(room_id)
+        if version is not None:
+            return version
         row = await self.store.room_row(room_id)
-        return None if row is None else str(row["room_version"])
+        if row is None:
+            return None
+        if len(self._room_versions) >= 100_000:
+            self._room_versions.clear()
+        version = self._room_versions[room_id] = str(row["room_version"])
+        return version
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
         row = await self.store.get_event_row(event_id)

@@ -497,6 +497,38 @@ class RoomserverStore:
                 out[r[0]] = json.loads(r[1])
         return out
 
+    async def get_prior_outcomes(
+        self, request_ids: list[str], txns: list[tuple[str, str, str]]
+    ) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str, str], str]]:
+        """`get_input_results` and `get_txn_events` in one round trip (small batches)."""
+        ids = list(dict.fromkeys(request_ids))
+        keys = list(dict.fromkeys(txns))
+        if len(ids) > 200 or len(keys) > 100 or not (ids or keys):
+            return (await self.get_input_results(ids) if ids else {},
+                    await self.get_txn_events(keys) if keys else {})
+        parts: list[str] = []
+        args: list[Any] = []
+        if ids:
+            ph = ",".join(f"${k + 1}" for k in range(len(ids)))
+            parts.append(f"SELECT request_id, result, NULL, NULL FROM input_results WHERE request_id IN ({ph})")
+            args.extend(ids)
+        if keys:
+            base = len(args)
+            cond = " OR ".join(
+                f"(sender = ${base + 3 * k + 1} AND device_id = ${base + 3 * k + 2} AND txn_id = ${base + 3 * k + 3})"
+                for k in range(len(keys))
+            )
+            parts.append(f"SELECT sender, device_id, txn_id, event_id FROM transactions WHERE {cond}")
+            args.extend(v for key in keys for v in key)
+        results: dict[str, dict[str, Any]] = {}
+        known: dict[tuple[str, str, str], str] = {}
+        for r in await self.db.fetch(" UNION ALL ".join(parts), *args):
+            if r[3] is None:
+                results[r[0]] = json.loads(r[1])
+            else:
+                known[(r[0], r[1], r[2])] = r[3]
+        return results, known
+
     async def get_txn_events(
         self, txns: list[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], str]:

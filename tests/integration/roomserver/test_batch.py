@@ -151,3 +151,32 @@ async def test_service_concurrent_senders_one_room_all_replied_in_order(
     finally:
         await svc.stop()
         await lg.stop()
+
+
+async def test_prior_outcomes_in_one_lookup_and_room_version_cache(
+    db: Database, processor: RoomInputProcessor, store: RoomserverStore, signing_key
+) -> None:
+    from services.roomserver.internal import RoomserverInternal
+
+    rid = random_room_id(SERVER)
+    await processor.create(CreateRoomRequest(creator=A, room_version="11"), rid, None)
+    res = await processor.handle_batch([("new_event", _msg(rid, A, "x", txn="t1"), "q1")])
+    results, txns = await store.get_prior_outcomes(["q1", "nope"], [(A, "DEV", "t1"), (A, "DEV", "t2")])
+    assert results == {"q1": res[0]}
+    assert txns == {(A, "DEV", "t1"): res[0]["event_id"]}
+    assert await store.get_prior_outcomes([], []) == ({}, {})
+    api = RoomserverInternal(store, SERVER, signing_key, None, None)  # type: ignore[arg-type]
+    assert await api.room_exists(rid) and not await api.room_exists("!nope:" + SERVER)
+    calls = 0
+    original = store.room_row
+
+    async def counting(room_id: str):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return await original(room_id)
+
+    store.room_row = counting  # type: ignore[method-assign]
+    assert await api.room_exists(rid) and await api.get_room_version(rid) == "11"
+    assert calls == 0  # known rooms are answered from memory
+    assert not await api.room_exists("!nope:" + SERVER)
+    assert calls == 1  # unknown ones are asked every time (the room may be created later)
