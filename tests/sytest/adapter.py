@@ -55,6 +55,10 @@ def build_config(sytest: Mapping[str, Any], env: Mapping[str, str]) -> dict[str,
         "federation": {"block_private_addresses": False, "trusted_key_servers": []},
         # SyTest sends ?access_token= on most requests.
         "client": {"allow_query_access_token": True},
+        # SyTest's application services (registration YAMLs it wrote) listen on loopback
+        # over TLS with certificates from its CA.
+        "app_service_config_files": [str(p) for p in sytest.get("app_service_config_files") or []],
+        "appservice": {"tls_ca_file": str(env.get("SYTEST_CA_CERT") or "")},
         "logging": {"level": env.get("AXON_SYTEST_LOG_LEVEL", "WARNING"), "format": "text"},
     }
 
