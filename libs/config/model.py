@@ -133,6 +133,20 @@ class FederationConfig:
 
 
 @dataclass
+class AppServiceConfig:
+    """Outbound requests to application services (services/appservice)."""
+    # Verify the ASes' TLS certificates, optionally against an extra CA bundle (PEM).
+    verify_tls: bool = True
+    tls_ca_file: str = ""
+    request_timeout_s: float = 30.0
+    # Backoff between failed transaction attempts, per AS.
+    retry_initial_backoff_s: float = 1.0
+    retry_max_backoff_s: float = 300.0
+    # Events per transaction.
+    max_events_per_txn: int = 100
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
     # "json" (one JSON object per line) or "text".
@@ -182,3 +196,7 @@ class HomeserverConfig:
     client: ClientConfig = field(default_factory=ClientConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    # Application-service registration YAML files (id, url, as_token, hs_token,
+    # sender_localpart, namespaces).
+    app_service_config_files: list[str] = field(default_factory=list)
+    appservice: AppServiceConfig = field(default_factory=AppServiceConfig)
