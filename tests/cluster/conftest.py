@@ -1,0 +1,85 @@
+"""A real cluster for the tests in this folder: `scripts/cluster.sh` with its own run
+dir, ports, schema prefix and topic prefix, 2 roomserver and 2 syncapi replicas.
+
+Needs AXON_TEST_POSTGRES and AXON_TEST_KAFKA (skipped otherwise); started once per
+session, stopped at the end (only the processes it started)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Cluster:
+    url: str
+    run_dir: Path
+    env: dict[str, str]
+
+    def processes(self) -> list[tuple[int, str, int]]:
+        """(pid, service, port) of every service process started."""
+        out = []
+        for line in (self.run_dir / "pids").read_text().splitlines():
+            pid, what, name, port = line.split()
+            if what == "run-service":
+                out.append((int(pid), name, int(port)))
+        return out
+
+
+def _free_port_block(n: int) -> int:
+    """A base port with n free ports after it (best effort)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if base + n >= 65000:
+            continue
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory) -> Cluster:
+    pg, kafka = os.environ.get("AXON_TEST_POSTGRES"), os.environ.get("AXON_TEST_KAFKA")
+    if not pg or not kafka:
+        pytest.skip("cluster tests need AXON_TEST_POSTGRES and AXON_TEST_KAFKA")
+    pgu = urlparse(pg)
+    run_dir = tmp_path_factory.mktemp("cluster")
+    tag = uuid.uuid4().hex[:8]
+    base = _free_port_block(12)
+    env = dict(os.environ)
+    env.update({
+        "CLUSTER_DIR": str(run_dir), "ROUTER_PORT": str(base), "BASE_PORT": str(base + 1),
+        "ROOMSERVERS": "2", "SYNCAPIS": "2", "SERVER_NAME": "test.local", "BCRYPT_ROUNDS": "4",
+        "SCHEMA_PREFIX": f"c{tag}_", "TOPIC_PREFIX": f"c{tag}.", "CLUSTER_DB": (pgu.path or "/axon_test")[1:],
+        "PG_PORT": str(pgu.port or 5432), "KAFKA_PORT": kafka.rsplit(":", 1)[1],
+        "PYTHON": sys.executable, "READY_TIMEOUT": "120",
+    })
+    script = str(ROOT / "scripts" / "cluster.sh")
+    r = subprocess.run([script, "start"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    c = Cluster(url=f"http://127.0.0.1:{base}", run_dir=run_dir, env=env)
+    if r.returncode != 0:
+        subprocess.run([script, "stop"], env=env, cwd=ROOT, timeout=60)
+        pytest.fail(f"cluster did not start:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    try:
+        yield c
+    finally:
+        subprocess.run([script, "stop"], env=env, cwd=ROOT, capture_output=True, timeout=60)
