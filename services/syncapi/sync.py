@@ -236,7 +236,10 @@ class SyncEngine:
                       and rf.state.allows(state_rows[e].pdu)]
         state = await format_events(self.store, state_list, device_id=req.device_id, now_ms=now_ms)
         ephemeral = self._ephemeral(req, room_id, since, receipts)
-        prev_batch = StreamToken(events=tl.start_pos, typing=now.typing, receipts=now.receipts,
+        # A complete initial timeline (nothing earlier left out) gets "now" as its
+        # prev_batch, as Synapse does: /messages dir=b from it returns that history.
+        start_pos = tl.start_pos if (since is not None or tl.limited) else now.events
+        prev_batch = StreamToken(events=start_pos, typing=now.typing, receipts=now.receipts,
                                  to_device=now.to_device, account_data=now.account_data,
                                  device_lists=now.device_lists).to_string()
         room: dict[str, Any] = {

@@ -1,6 +1,7 @@
 """SyTest client-server regressions, round 2: each test names the SyTest case it mirrors."""
 from __future__ import annotations
 
+import asyncio
 import time
 from urllib.parse import quote
 
@@ -191,3 +192,26 @@ async def test_whois_self(matrix: MatrixTestClient) -> None:
     conns = body["devices"][alice.device_id]["sessions"][0]["connections"]
     assert conns and {"ip", "last_seen", "user_agent"} <= set(conns[0])
     await matrix.request(bob, "GET", f"/admin/whois/{alice.user_id}", expect=403)
+
+
+async def test_messages_from_prev_batch_of_complete_initial_timeline(matrix: MatrixTestClient) -> None:
+    # 10apidoc/34room-messages.pl "GET /rooms/:room_id/messages returns a message" (and "lazy loads
+    # members correctly"): as in Synapse, a complete initial timeline's prev_batch is "now", so
+    # paginating back from it returns the room's history, then a page without `end`.
+    alice = await matrix.register()
+    room = await matrix.create_room(alice)
+    await matrix.send(alice, room, "Here is the message content")
+    for _ in range(50):  # initial syncs until the message is projected
+        tl = (await matrix.sync(alice))["rooms"]["join"].get(room, {}).get("timeline", {"events": []})
+        if any(e["type"] == "m.room.message" for e in tl["events"]):
+            break
+        await asyncio.sleep(0.05)
+    assert tl["limited"] is False
+    page = await matrix.request(alice, "GET", f"/rooms/{room}/messages", params={"dir": "b", "from": tl["prev_batch"]})
+    assert [e["type"] for e in page["chunk"]][0] == "m.room.message" and page["chunk"][-1]["type"] == "m.room.create"
+    assert "end" in page
+    lazy = await matrix.request(alice, "GET", f"/rooms/{room}/messages", params={
+        "dir": "b", "from": tl["prev_batch"], "filter": '{"lazy_load_members": true}'})
+    assert [(e["type"], e["state_key"]) for e in lazy["state"]] == [("m.room.member", alice.user_id)]
+    last = await matrix.request(alice, "GET", f"/rooms/{room}/messages", params={"dir": "b", "from": page["end"]})
+    assert last["chunk"] == [] and "end" not in last
