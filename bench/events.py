@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -251,6 +252,50 @@ def bench_verify(n: int, repeat: int, workers: int) -> dict[str, float]:
     }
 
 
+def gil_release(size: int = 16 * 2**20) -> dict[str, float]:
+    """Does a libsodium call let other Python threads run (what the batch APIs rely
+    on)? A probe thread spins on the clock during one long ed25519 check and during a
+    big-integer multiply of similar length (which holds the GIL); its longest stall is
+    reported for each (seconds)."""
+    seed = bytes(range(32))
+    _pk, sk = nacl.bindings.crypto_sign_seed_keypair(seed)
+    signed = nacl.bindings.crypto_sign(bytes(size), sk)
+
+    def stall_during(work: Callable[[], Any]) -> tuple[float, float]:
+        stop = threading.Event()
+        worst = [0.0]
+
+        def probe() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                now = time.perf_counter()
+                worst[0] = max(worst[0], now - last)
+                last = now
+
+        th = threading.Thread(target=probe)
+        th.start()
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        work()
+        took = time.perf_counter() - t0
+        stop.set()
+        th.join()
+        return took, worst[0]
+
+    sodium_s, sodium_stall = stall_during(lambda: nacl.bindings.crypto_sign_open(signed, _pk))
+    digits = 20_000
+    big = 7 ** digits
+    # Grow the multiply until it lasts about as long as the libsodium call.
+    while True:
+        mul_s, mul_stall = stall_during(lambda: big * big)
+        if mul_s >= sodium_s * 0.5 or digits > 5_000_000:
+            break
+        digits *= 2
+        big = 7 ** digits
+    return {"sodium_call_s": sodium_s, "sodium_stall_s": sodium_stall,
+            "gil_holding_call_s": mul_s, "gil_holding_stall_s": mul_stall}
+
+
 def bench_auth(sim: RoomSim, n: int, repeat: int) -> dict[str, float]:
     """Each event checked against its own auth events (as on receipt)."""
     srv = KNOWN_ROOM_VERSIONS[sim.room_version.identifier]
@@ -325,6 +370,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     results["sign"] = bench_sign(n, repeat, args.workers)
     results["verify"] = bench_verify(n, repeat, args.workers)
+    results["gil"] = gil_release(4 * 2**20 if args.quick else 16 * 2**20)
     sr = bench_state_res("11", n_state, repeat)
     results["state_res_v2"] = sr
     results["state_res_v2_1"] = bench_state_res("12", n_state, repeat)
@@ -361,6 +407,10 @@ def main() -> None:
           f"{sg['redact_encode_us']:.1f} µs + rest; verify {vf['total_us']:.1f} µs = ed25519 {vf['ed25519_us']:.1f} µs "
           f"({vf['ed25519_share']:.0%}) + redact/encode {vf['redact_encode_us']:.1f} µs + rest "
           f"(messages of {sg['message_bytes']:.0f} bytes)")
+    g = results["gil"]
+    print(f"GIL: during a {g['sodium_call_s'] * 1000:.0f} ms libsodium call another Python thread stalled at most "
+          f"{g['sodium_stall_s'] * 1000:.0f} ms; during a {g['gil_holding_call_s'] * 1000:.0f} ms GIL-holding call, "
+          f"{g['gil_holding_stall_s'] * 1000:.0f} ms")
     results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "quick": args.quick,
                           "workers": args.workers, "loadavg": os.getloadavg()}
     out = Path(args.out)
