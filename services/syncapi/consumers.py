@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from typing import Any
 
@@ -142,8 +142,19 @@ class SyncProjector:
             return results
         done: list[tuple[int, list[str]]] = []
         async with self.store.db.transaction() as tx:
-            for i, rec, pdu, fetched in prepared:
-                applied = await self._apply(tx, rec, pdu, fetched)
+            # The first event's position comes in the same round trip as its status
+            # (not taken if it is a redelivery: redeliveries change nothing).
+            first = prepared[0]
+            top, first_status = await self.store.reserve_position(
+                tx, "events", first[2]["event_id"], not first[1].soft_failed)
+            pool = [top] if not (not first[1].soft_failed and first_status[1]) else []
+
+            async def alloc() -> int:
+                return pool.pop(0) if pool else await self.store.next_pos(tx, "events")
+
+            for n, (i, rec, pdu, fetched) in enumerate(prepared):
+                status = first_status if n == 0 else await self.store.event_status(tx, pdu["event_id"])
+                applied = await self._apply(tx, rec, pdu, fetched, status, alloc)
                 if applied is not None:
                     done.append(applied)
                     results[i] = True
@@ -183,16 +194,17 @@ class SyncProjector:
         return pdu, fetched
 
     async def _apply(self, tx: Connection, rec: OutputNewEvent, pdu: dict[str, Any],
-                     fetched: dict[str, dict[str, Any]]) -> tuple[int, list[str]] | None:
+                     fetched: dict[str, dict[str, Any]], status: tuple[bool, bool, str | None],
+                     alloc: Callable[[], Awaitable[int]]) -> tuple[int, list[str]] | None:
         """Write one event inside the batch's transaction: (its position, keys to
         wake), or None for a redelivery."""
         event_id: str = pdu["event_id"]
         room_id: str = pdu["room_id"]
         in_timeline = not rec.soft_failed
-        known, has_pos, pending = await self.store.event_status(tx, event_id)
+        known, has_pos, pending = status
         if in_timeline and has_pos:
             return None  # redelivery
-        pos = await self.store.next_pos(tx, "events")
+        pos = await alloc()
         await self.store.upsert_room(tx, room_id, rec.room_version, event_id if in_timeline else None)
         for eid, ev in fetched.items():
             await self.store.insert_event(tx, event_id=eid, room_id=room_id, stream_pos=None, pdu=ev)
@@ -230,7 +242,7 @@ class SyncProjector:
         pending_changes = [k for k in sorted(changed_keys)
                            if not (keys_added.get(k) is not None and before.get(k) == keys_added.get(k))]
         if any(k != own_key or keys_added.get(k) != event_id for k in pending_changes):
-            pre_pos, pos = pos, await self.store.next_pos(tx, "events")
+            pre_pos, pos = pos, await alloc()
         else:
             pre_pos = pos
         if known:

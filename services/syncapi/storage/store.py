@@ -171,6 +171,25 @@ class SyncStore:
             "WHERE event_id = $1 AND stream_pos IS NULL",
             event_id, stream_pos, dumps(pdu), device_id, txn_id)
 
+    async def reserve_position(self, conn: Connection, stream: str, event_id: str, in_timeline: bool
+                               ) -> tuple[int, tuple[bool, bool, str | None]]:
+        """`next_pos(stream)` and `event_status(event_id)` in one round trip on SQLite
+        (the UPDATE is deferred to the SELECT), except that no position is taken for
+        an event already in the timeline when `in_timeline` (a redelivery). Returns
+        (the stream's top position afterwards, status)."""
+        await conn.execute(
+            "UPDATE stream_ids SET pos = pos + 1 WHERE stream = $1 AND ($3 = FALSE OR NOT EXISTS"
+            " (SELECT 1 FROM events WHERE event_id = $2 AND stream_pos IS NOT NULL))",
+            stream, event_id, in_timeline)
+        r = await conn.fetchrow(
+            "SELECT (SELECT pos FROM stream_ids WHERE stream = $1),"
+            " (SELECT COUNT(*) FROM events WHERE event_id = $2),"
+            " (SELECT COUNT(*) FROM events WHERE event_id = $2 AND stream_pos IS NOT NULL),"
+            " (SELECT redaction_id FROM redactions WHERE redacts = $2 ORDER BY redaction_id LIMIT 1)",
+            stream, event_id)
+        assert r is not None
+        return int(r[0]), (bool(r[1]), bool(r[2]), r[3])
+
     async def event_status(self, conn: Connection, event_id: str) -> tuple[bool, bool, str | None]:
         """(known here, has a timeline position, a redaction already waiting for it),
         in one round trip."""
