@@ -191,6 +191,16 @@ def encode_canonical_json(value: Any, *, strict: bool = True) -> bytes:
     return out
 
 
+def encode_canonical_json_prechecked(value: Any) -> bytes:
+    """`encode_canonical_json(value)` (strict) without the leaf scan, for a value made
+    only of leaves that already passed a strict encoding (e.g. an event's redacted form
+    right after its content hash was computed). orjson still refuses big integers,
+    non-str keys and lone surrogates."""
+    if _orjson is None:  # pragma: no cover
+        return encode_canonical_json(value)
+    return _encode_fast(value)
+
+
 def encode_canonical_json_str(value: Any) -> str:
     return encode_canonical_json(value).decode("utf-8")
 

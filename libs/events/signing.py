@@ -18,7 +18,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from .canonical_json import CanonicalJSONError, encode_canonical_json
+from .canonical_json import CanonicalJSONError, encode_canonical_json, encode_canonical_json_prechecked
 from .hashes import check_content_hash, compute_content_hash
 from .redaction import redact
 from .room_versions import EventFormat, RoomVersion
@@ -313,7 +313,7 @@ def required_signers(pdu: Mapping[str, Any], version: RoomVersion) -> set[str]:
 
 
 def _event_signing_object(pdu: Mapping[str, Any], version: RoomVersion) -> dict[str, Any]:
-    pruned = redact(dict(pdu), version)
+    pruned = redact(pdu, version)  # a new dict; the PDU is untouched
     pruned.pop("signatures", None)
     pruned.pop("unsigned", None)
     return pruned
@@ -339,9 +339,18 @@ def hash_and_sign(pdu: dict[str, Any], version: RoomVersion, server_name: str, k
     these are exactly the reference hash input: sha256 of them gives the event ID
     without redacting and encoding the event a second time."""
     pdu["hashes"] = {"sha256": encode_base64(compute_content_hash(pdu, version))}
-    message = encode_canonical_json(_event_signing_object(pdu, version), strict=version.strict_canonicaljson)
+    message = _encode_after_hash(_event_signing_object(pdu, version), version)
     _attach_signature(pdu, server_name, key.key_id, key.sign(message))
     return message
+
+
+def _encode_after_hash(signing_object: dict[str, Any], version: RoomVersion) -> bytes:
+    # Right after the content hash, every leaf of the redacted form has passed a strict
+    # encoding (it is a subset of the hashed fields plus the new `hashes`): skip the
+    # float scan the second time.
+    if version.strict_canonicaljson:
+        return encode_canonical_json_prechecked(signing_object)
+    return encode_canonical_json(signing_object, strict=False)
 
 
 def _attach_signature(pdu: dict[str, Any], server_name: str, key_id: str, sig: bytes) -> None:
@@ -482,7 +491,9 @@ def sign_events(
             try:
                 if add_hashes:
                     pdu["hashes"] = {"sha256": encode_base64(compute_content_hash(pdu, version))}
-                message = encode_canonical_json(_event_signing_object(pdu, version), strict=strict)
+                    message = _encode_after_hash(_event_signing_object(pdu, version), version)
+                else:
+                    message = encode_canonical_json(_event_signing_object(pdu, version), strict=strict)
             except BaseException as e:  # re-raised once the PDUs before it are signed
                 failure = e
                 break
