@@ -87,11 +87,12 @@ class StreamToken:
     account_data: int = 0
     device_lists: int = 0
     invites: int = 0  # reserved (membership changes live in the events stream)
+    presence: int = 0  # this instance's presence counter (services/syncapi/presence.py)
 
     def to_string(self) -> str:
         return (
             f"s{self.events}_{self.typing}_{self.receipts}_{self.to_device}"
-            f"_{self.account_data}_{self.device_lists}"
+            f"_{self.account_data}_{self.device_lists}_{self.presence}"
         )
 
 

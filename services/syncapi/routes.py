@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from libs.errors import invalid_param
 from services.syncapi.filters import EventFilter, FilterError, SyncFilter
 from services.syncapi.history import History
+from services.syncapi.presence import PresenceTracker
 from services.syncapi.streams import BadToken, parse_token
 from services.syncapi.sync import SyncEngine, SyncRequest
 from services.userapi.api import Device, UserAPI
@@ -48,7 +49,8 @@ def _json_param(raw: str, name: str) -> Any:
         raise invalid_param(f"'{name}' is not valid JSON") from None
 
 
-def build_routers(engine: SyncEngine, history: History, userapi: UserAPI, auth: AuthDependency) -> list[APIRouter]:
+def build_routers(engine: SyncEngine, history: History, userapi: UserAPI, auth: AuthDependency,
+                  presence: PresenceTracker | None = None) -> list[APIRouter]:
     routers: list[APIRouter] = []
     for prefix in PREFIXES:
         r = APIRouter(prefix=prefix)
@@ -65,6 +67,8 @@ def build_routers(engine: SyncEngine, history: History, userapi: UserAPI, auth: 
             set_presence = request.query_params.get("set_presence")
             if set_presence is not None and set_presence not in ("online", "offline", "unavailable"):
                 raise invalid_param("'set_presence' must be online, offline or unavailable")
+            if presence is not None and not getattr(device, "is_guest", False):
+                await presence.on_sync(device.user_id, set_presence)
             flt = SyncFilter()
             raw = request.query_params.get("filter")
             if raw:

@@ -16,8 +16,11 @@ from services.syncapi.broadcast import PgPositionListener
 from services.syncapi.consumers import SyncConsumers, SyncProjector
 from services.syncapi.history import History
 from services.syncapi.internal import SyncInternal
+from services.syncapi.legacy import build_legacy_routers
+from services.syncapi.presence import PresenceConsumer, PresenceRecord, PresenceState, PresenceTracker
 from services.syncapi.routes import AuthDependency, build_routers
 from services.syncapi.storage.store import SyncStore
+from services.syncapi.userdir import UserDirectory, build_userdir_routers
 from services.syncapi.streams import Notifier, Positions, TypingState
 from services.syncapi.sync import SyncEngine
 from services.userapi.api import UserAPI
@@ -41,19 +44,34 @@ class SyncService:
         self.positions = Positions()
         self.notifier = Notifier()
         self.typing = TypingState(clock_ms=clock_ms)
+        self.presence = PresenceState()
         self.projector = SyncProjector(self.store, self.positions, self.notifier, self.typing, roomserver, userapi)
-        self.engine = SyncEngine(self.store, self.positions, self.notifier, self.typing, clock_ms=clock_ms)
+        self.engine = SyncEngine(self.store, self.positions, self.notifier, self.typing, clock_ms=clock_ms,
+                                 presence=self.presence)
         self.history = History(self.store, self.positions, clock_ms=clock_ms)
         self.api = SyncInternal(self.store, self.engine, self.notifier)
         if auth is None:
             from services.userapi.client_auth import ClientAuth
             auth = ClientAuth(userapi, config).require(allow_guest=True)
-        self.routers: list[APIRouter] = build_routers(self.engine, self.history, userapi, auth)
+        self.routers: list[APIRouter] = build_routers(self.engine, self.history, userapi, auth,
+                                                      presence=PresenceTracker(self.presence, userapi,
+                                                                               apply=self._apply_presence))
+        self.routers += build_legacy_routers(self.engine, auth)
+        self.routers += build_userdir_routers(UserDirectory(db), auth)
         self.consumers = SyncConsumers(log, self.projector, instance_id=instance_id) if log is not None else None
+        self.presence_consumer = (
+            PresenceConsumer(log, self.presence, self.store, self.notifier, instance_id=self.consumers.instance_id)
+            if log is not None and self.consumers is not None else None)
         self.readiness_checks: list[Callable[[], Awaitable[bool]]] = [self._db_ready]
         self._typing_task: asyncio.Task[Any] | None = None
         # Other replicas' writes advance our positions and wake our long-polls.
         self.position_listener = PgPositionListener(db, self.positions, self.notifier)
+
+    async def _apply_presence(self, rec: PresenceRecord) -> None:
+        if self.presence_consumer is not None:
+            await self.presence_consumer.apply(rec)
+        else:
+            self.presence.set(rec)
 
     async def _db_ready(self) -> bool:
         try:
@@ -73,6 +91,8 @@ class SyncService:
         await self.load_positions()
         if self.consumers is not None:
             await self.consumers.start()
+        if self.presence_consumer is not None:
+            await self.presence_consumer.start()
         self._typing_task = asyncio.create_task(self._typing_expiry(), name="syncapi-typing-expiry")
 
     async def stop(self) -> None:
@@ -83,6 +103,8 @@ class SyncService:
             except asyncio.CancelledError:
                 pass
             self._typing_task = None
+        if self.presence_consumer is not None:
+            await self.presence_consumer.stop()
         if self.consumers is not None:
             await self.consumers.stop()
         await self.position_listener.stop()

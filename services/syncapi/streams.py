@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from services.syncapi.api import StreamToken
 
-_TOKEN_RE = re.compile(r"^s(\d{1,18})(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?$")
+_TOKEN_RE = re.compile(r"^s(\d{1,18})(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?$")
 
 
 class BadToken(ValueError):
@@ -27,7 +27,7 @@ def parse_token(text: str) -> StreamToken:
         raise BadToken(f"invalid stream token {text!r}")
     vals = [int(g) if g is not None else 0 for g in m.groups()]
     return StreamToken(events=vals[0], typing=vals[1], receipts=vals[2], to_device=vals[3],
-                       account_data=vals[4], device_lists=vals[5])
+                       account_data=vals[4], device_lists=vals[5], presence=vals[6])
 
 
 @dataclass

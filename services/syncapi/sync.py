@@ -18,6 +18,7 @@ from libs.events.client_format import strip_to_state
 from services.syncapi.api import StreamToken
 from services.syncapi.filters import DEFAULT_TIMELINE_LIMIT, EventFilter, SyncFilter, apply_event_fields
 from services.syncapi.storage.store import EventRow, MembershipRow, ReceiptRow, StateDelta, SyncStore
+from services.syncapi.presence import PresenceState, presence_events
 from services.syncapi.streams import Notifier, Positions, TypingState
 from services.syncapi.views import StateMap, Visibility, format_events, state_at, value_at
 
@@ -47,8 +48,9 @@ class _RoomTimeline:
 
 class SyncEngine:
     def __init__(self, store: SyncStore, positions: Positions, notifier: Notifier, typing: TypingState,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None, presence: PresenceState | None = None) -> None:
         self.store = store
+        self.presence = presence or PresenceState()
         self.positions = positions
         self.notifier = notifier
         self.typing = typing
@@ -57,7 +59,8 @@ class SyncEngine:
     def current_token(self) -> StreamToken:
         p = self.positions
         return StreamToken(events=p.events, typing=self.typing.pos, receipts=p.receipts,
-                           to_device=p.to_device, account_data=p.account_data, device_lists=p.device_lists)
+                           to_device=p.to_device, account_data=p.account_data, device_lists=p.device_lists,
+                           presence=self.presence.pos)
 
     # ---- long-poll --------------------------------------------------------------
     async def sync(self, req: SyncRequest) -> dict[str, Any]:
@@ -87,7 +90,7 @@ class SyncEngine:
                 events=min(since.events, now.events), typing=since.typing,
                 receipts=min(since.receipts, now.receipts), to_device=min(since.to_device, now.to_device),
                 account_data=min(since.account_data, now.account_data),
-                device_lists=min(since.device_lists, now.device_lists))
+                device_lists=min(since.device_lists, now.device_lists), presence=since.presence)
         if memberships is None:
             memberships = await self.store.rooms_for_user(req.user_id)
         ignored = await self.ignored_users(req.user_id)
@@ -158,18 +161,20 @@ class SyncEngine:
 
         device_lists = await self._device_lists(req.user_id, since, now, joined_ids, memberships, changes)
         to_device, td_pos = await self._to_device(req, since, now)
+        presence = await self._presence(req, since, now, memberships)
         next_tok = StreamToken(events=now.events, typing=now.typing, receipts=now.receipts,
-                               to_device=td_pos, account_data=now.account_data, device_lists=now.device_lists)
+                               to_device=td_pos, account_data=now.account_data, device_lists=now.device_lists,
+                               presence=now.presence)
         resp: dict[str, Any] = {
             "next_batch": next_tok.to_string(),
             "rooms": {"join": joined, "invite": invited, "leave": left, "knock": knocked},
             "account_data": {"events": global_acc},
-            "presence": {"events": []},
+            "presence": {"events": presence},
             "to_device": {"events": to_device},
             "device_lists": device_lists,
             "device_one_time_keys_count": {},
         }
-        has_data = bool(joined or invited or left or knocked or global_acc or to_device
+        has_data = bool(joined or invited or left or knocked or global_acc or to_device or presence
                         or device_lists["changed"] or device_lists["left"])
         if req.filter.event_fields is not None:
             fields = req.filter.event_fields
@@ -178,6 +183,17 @@ class SyncEngine:
                     for part in ("timeline", "state"):
                         room[part]["events"] = [apply_event_fields(e, fields) for e in room[part]["events"]]
         return resp, has_data
+
+    async def _presence(self, req: SyncRequest, since: StreamToken | None, now: StreamToken,
+                        memberships: list[MembershipRow]) -> list[dict[str, Any]]:
+        """m.presence of the user and of everyone sharing a joined room, changed since `since`."""
+        if not req.filter.presence.allows({"type": "m.presence"}):
+            return []
+        if since is not None and since.presence == now.presence:
+            return []  # nothing changed (the common case: no query)
+        joined = [m.room_id for m in memberships if m.membership == "join"]
+        users = (await self.store.joined_members_of(joined) if joined else set()) | {req.user_id}
+        return presence_events(self.presence, users, since.presence if since else None, self.clock_ms)
 
     async def ignored_users(self, user_id: str) -> set[str]:
         return await self.store.ignored_users(user_id)

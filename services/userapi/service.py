@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from libs.config.model import HomeserverConfig
 from libs.log.api import EventLog, TopicSpec
 from libs.storage import Database
-from services.userapi.api import TOPIC_CLIENT_DATA, TOPIC_KEY_CHANGES
+from services.userapi.api import TOPIC_CLIENT_DATA, TOPIC_KEY_CHANGES, TOPIC_PRESENCE
 from services.userapi.client_auth import ClientAuth
 from services.userapi.internal import UserapiInternal
 from services.userapi.storage.store import UserStore
@@ -50,7 +50,7 @@ class UserapiService:
         roomserver.output later)."""
         if self.log is not None:
             await self.log.ensure_topics([TopicSpec(TOPIC_CLIENT_DATA, CLIENT_DATA_PARTITIONS),
-                                          TopicSpec(TOPIC_KEY_CHANGES, 8)])
+                                          TopicSpec(TOPIC_KEY_CHANGES, 8), TopicSpec(TOPIC_PRESENCE, 8)])
 
     async def stop(self) -> None:
         """Nothing to stop; the database is closed by whoever opened it."""
