@@ -28,6 +28,9 @@ from libs.ratelimit import RateLimiter
 from services.clientapi.routes.account_routers import build_account_routers
 from services.clientapi.routes.common import AccountRoutesContext
 from services.clientapi.profile_sync import ProfileSync
+from services.appservice.api import load_registry
+from services.appservice.service import AppserviceService
+from services.appservice.storage.store import MIGRATIONS as APPSERVICE_MIGRATIONS
 from services.clientapi.service import ClientService
 from services.federationapi.service import FederationService
 from services.mediaapi.service import MIGRATIONS as MEDIA_MIGRATIONS
@@ -104,6 +107,11 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
         config, await db("roomserver", RoomserverService.migrations_package), event_log,
         signing_key=signing_key, replies=InProcessReplies(),
     )
+    appservices = load_registry(config.app_service_config_files, config.server_name)
+    userapi.client_auth.appservices = appservices
+    appservice = (AppserviceService(config, await db("appservice", APPSERVICE_MIGRATIONS), event_log,
+                                    registry=appservices, roomserver=roomserver.api, userapi=userapi.api)
+                  if appservices.services else None)
     auth = userapi.client_auth.require(allow_guest=False)
     guest_auth = userapi.client_auth.require(allow_guest=True)
     syncapi = SyncService(config, await db("syncapi", SYNCAPI_MIGRATIONS), event_log,
@@ -113,7 +121,8 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
         config=config, userapi=userapi.api, auth=userapi.client_auth, ratelimiter=ratelimiter))
     clientapi = ClientService(config, event_log, roomserver=roomserver.api, userapi=userapi.api, auth=auth,
                               extra_client_routers=account_routers, wait_projected=syncapi.api.wait_for_event,
-                              ratelimiter=ratelimiter, guest_auth=guest_auth)
+                              ratelimiter=ratelimiter, guest_auth=guest_auth, appservices=appservices,
+                              alias_query=appservice.query_alias if appservice is not None else None)
     profile_sync = ProfileSync(roomserver.api, syncapi.api.wait_for_event)
     userapi.api.profile_change_hooks.append(profile_sync.on_profile_change)
     userapi.api.deactivation_hooks.append(profile_sync.on_deactivated)
@@ -125,6 +134,8 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
                                    event_log=event_log, roomserver=roomserver.api, userapi=userapi.api)
 
     services: list[Any] = [userapi, roomserver, syncapi, clientapi, media, federation]
+    if appservice is not None:
+        services.append(appservice)
     metrics = ServiceMetrics("axon")
     app = FastAPI(title="Axon", version=axon.__version__, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)

@@ -50,6 +50,10 @@ class RoomRoutesDeps:
     ratelimiter: RateLimiter | None = None
     default_room_version: str = "11"
     topic_prefix: str = ""
+    # Application services (services/appservice/api.py AppServiceRegistry): exclusive
+    # alias namespaces; `alias_query(alias)` asks the owning AS about an unknown alias.
+    appservices: Any = None
+    alias_query: Callable[[str], Awaitable[bool]] | None = None
 
 
 def _err(status: int, errcode: str, msg: str, **extra: Any) -> MatrixError:
@@ -128,9 +132,15 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
             out["avatar_url"] = prof["avatar_url"]
         return out
 
+    async def lookup_alias(alias: str) -> str | None:
+        room_id = await rs.resolve_alias(alias)
+        if room_id is None and deps.alias_query is not None and await deps.alias_query(alias):
+            room_id = await rs.resolve_alias(alias)  # the AS has just created it
+        return room_id
+
     async def resolve_room(room_id_or_alias: str) -> str:
         if room_id_or_alias.startswith("#"):
-            room_id = await rs.resolve_alias(room_id_or_alias)
+            room_id = await lookup_alias(room_id_or_alias)
             if room_id is None:
                 raise _err(404, "M_NOT_FOUND", "Room alias not found")
             return room_id
@@ -506,7 +516,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
     @router.get("/directory/room/{alias}")
     async def get_alias(alias: str) -> dict[str, Any]:
         check_alias(alias)
-        room_id = await rs.resolve_alias(alias)
+        room_id = await lookup_alias(alias)
         if room_id is None:
             raise _err(404, "M_NOT_FOUND", f"Room alias {alias} not found")
         return {"room_id": room_id, "servers": [deps.server_name]}
@@ -520,6 +530,9 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         room_id = body.get("room_id")
         if not isinstance(room_id, str):
             raise _err(400, "M_BAD_JSON", "'room_id' must be a string")
+        owner = deps.appservices.exclusive_alias_owner(alias) if deps.appservices is not None else None
+        if owner is not None and not owner.is_interested_in_user(device.user_id):
+            raise _err(400, "M_EXCLUSIVE", "This alias is reserved by an application service")
         await ensure_room(room_id)
         if not await rs.set_alias(alias, room_id, device.user_id):
             raise _err(409, "M_UNKNOWN", f"Room alias {alias} already exists")

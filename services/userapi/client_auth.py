@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 
 from libs.config.model import HomeserverConfig
+from services.appservice.api import AppService, AppServiceRegistry
 from services.userapi.api import Device, UserAPI
 from libs.errors import MatrixError
 
@@ -52,6 +53,8 @@ class ClientAuth:
         self._clock = clock
         self._max = max_cache_entries
         self._cache: dict[str, tuple[Device, float]] = {}
+        # Application services (their as_token authenticates them; set by the wiring).
+        self.appservices: AppServiceRegistry | None = None
 
     def invalidate_user(self, user_id: str) -> None:
         for key in [k for k, (d, _) in self._cache.items() if d.user_id == user_id]:
@@ -64,6 +67,9 @@ class ClientAuth:
         token = extract_access_token(request, self._config.client.allow_query_access_token)
         if token is None:
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
+        svc = self.appservices.by_token(token) if self.appservices is not None else None
+        if svc is not None:
+            return await self._appservice_device(request, svc)
         key = hashlib.sha256(token.encode("utf-8")).hexdigest()
         now = self._clock()
         hit = self._cache.get(key)
@@ -81,6 +87,24 @@ class ClientAuth:
             ip = request.client.host if request.client else None
             await self._userapi.touch_device(device.user_id, device.device_id, ip)
         return device
+
+    def appservice_for(self, request: Request) -> AppService | None:
+        """The application service whose as_token authenticates `request`, if any."""
+        token = extract_access_token(request, self._config.client.allow_query_access_token)
+        if token is None or self.appservices is None:
+            return None
+        return self.appservices.by_token(token)
+
+    async def _appservice_device(self, request: Request, svc: AppService) -> Device:
+        # An AS acts as its sender, or as any registered user of its namespace (`?user_id=`).
+        user_id = request.query_params.get("user_id") or svc.sender
+        if user_id != svc.sender:
+            if not svc.is_interested_in_user(user_id):
+                raise MatrixError(403, "M_EXCLUSIVE", "Application service cannot masquerade as this user")
+            account = await self._userapi.get_account(user_id)
+            if account is None or account.deactivated:
+                raise MatrixError(403, "M_FORBIDDEN", "Application service has not registered this user")
+        return Device(user_id=user_id, device_id=request.query_params.get("device_id") or f"AS_{svc.id}")
 
     def require(self, allow_guest: bool = False) -> DeviceDependency:
         """A FastAPI dependency returning the requester's Device."""

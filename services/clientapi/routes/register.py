@@ -37,12 +37,16 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
             return [[STAGE_DUMMY]]
         return []
 
-    async def check_username(username: str) -> str:
+    async def check_username(username: str, for_appservice: bool = False) -> str:
         # Like Synapse: registration is case-insensitive, IDs are stored lowercase.
         localpart = username.lower()
         why = await ctx.userapi.localpart_error(localpart)
         if why is not None:
             raise invalid_username(why)
+        registry = ctx.auth.appservices
+        if not for_appservice and registry is not None \
+                and registry.exclusive_user_owner(f"@{localpart}:{server_name}") is not None:
+            raise MatrixError(400, "M_EXCLUSIVE", "This user ID is reserved by an application service")
         if not await ctx.userapi.is_localpart_available(localpart):
             raise user_in_use()
         return localpart
@@ -66,6 +70,9 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
             raise MatrixError(400, "M_INVALID_PARAM", "kind must be 'user' or 'guest'")
         raw = await read_body(ctx, request, allow_empty=True)
         body = parse(RegisterBody, raw)
+        auth_type = body.auth.get("type") if body.auth else None
+        if raw.get("type") == "m.login.application_service" or auth_type == "m.login.application_service":
+            return await register_appservice_user(request, body)
         if kind == "guest":
             if not reg.allow_guests:
                 raise forbidden("Guest access is disabled")
@@ -114,6 +121,22 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
                                                    password_hash=stored_hash)
         if isinstance(session, str):
             await ctx.userapi.set_uia_data(session, {"registered_user_id": account.user_id})
+        return await login_response(account.user_id, body)
+
+    async def register_appservice_user(request: Request, body: RegisterBody) -> dict[str, Any]:
+        # Spec "Server admin style permissions": an AS registers users of its namespace
+        # with its as_token, no password and no UIA.
+        svc = ctx.auth.appservice_for(request)
+        if svc is None:
+            raise MatrixError(401, "M_MISSING_TOKEN", "Application service registration needs the as_token")
+        if body.username is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing username")
+        localpart = body.username[1:].split(":", 1)[0] if body.username.startswith("@") else body.username
+        localpart = await check_username(localpart, for_appservice=True)
+        user_id = f"@{localpart}:{server_name}"
+        if not svc.is_interested_in_user(user_id):
+            raise MatrixError(400, "M_EXCLUSIVE", "This user ID is not in the application service's namespace")
+        account = await ctx.userapi.create_account(localpart, None)
         return await login_response(account.user_id, body)
 
     @r.get("/register/available")

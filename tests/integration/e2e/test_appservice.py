@@ -1,0 +1,177 @@
+"""Application services (mirrors SyTest 60app-services): registration files, as_token
+auth and masquerading, exclusive namespaces, AS registration, alias queries, and the
+transaction pushes of services/appservice to a real loopback HTTP server."""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+
+from libs.config.loader import dev_config
+from services.appservice.registration import RegistrationError, load_registry, parse_registration
+
+AS_TOKEN = "as-secret-token"
+HS_TOKEN = "hs-secret-token"
+
+
+def test_parse_registration_and_namespaces() -> None:
+    svc = parse_registration({
+        "id": "b", "url": None, "as_token": "a", "hs_token": "h", "sender_localpart": "bot",
+        "namespaces": {"users": [{"regex": "@br_.*", "exclusive": True}, {"regex": "@_.*:x", "exclusive": False}],
+                       "aliases": [{"regex": "#br_.*", "exclusive": True}]},
+    }, "x")
+    assert svc.sender == "@bot:x" and svc.url is None
+    assert svc.is_interested_in_user("@br_1:x") and svc.is_interested_in_user("@bot:x")
+    assert not svc.is_interested_in_user("@alice:x")
+    assert svc.is_interested_in_event({"sender": "@alice:x", "type": "m.room.member", "state_key": "@br_2:x"})
+    assert svc.is_interested_in_event({"sender": "@alice:x", "type": "m.room.message"}, ["#br_room:x"])
+    assert not svc.is_interested_in_event({"sender": "@alice:x", "type": "m.room.message"}, ["#other:x"])
+    for bad in ({"id": "b"}, {"id": "b", "as_token": "a", "hs_token": "h", "sender_localpart": "s",
+                              "namespaces": {"users": [{"regex": "("}]}}):
+        with pytest.raises(RegistrationError):
+            parse_registration(bad, "x")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeAS:
+    """A loopback application service recording what the homeserver sends it."""
+
+    def __init__(self) -> None:
+        self.txns: list[tuple[str, dict[str, Any], str | None]] = []
+        self.queries: list[str] = []
+        self.fail_next = 0
+        self.app = FastAPI()
+
+        @self.app.put("/_matrix/app/v1/transactions/{txn_id}")
+        async def txn(txn_id: str, request: Request) -> Any:
+            from fastapi.responses import JSONResponse
+            self.txns.append((txn_id, json.loads(await request.body()), request.headers.get("authorization")))
+            if self.fail_next:
+                self.fail_next -= 1
+                return JSONResponse({"errcode": "M_UNKNOWN"}, status_code=500)
+            return {}
+
+        @self.app.get("/_matrix/app/v1/rooms/{alias}")
+        async def room_query(alias: str) -> Any:
+            from fastapi.responses import JSONResponse
+            self.queries.append(alias)
+            return JSONResponse({"errcode": "M_NOT_FOUND"}, status_code=404)
+
+
+@pytest.fixture
+async def as_env(tmp_path):
+    fake = FakeAS()
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off", access_log=False))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    reg = tmp_path / "as.yaml"
+    reg.write_text(json.dumps({
+        "id": "bridge", "url": f"http://127.0.0.1:{port}", "as_token": AS_TOKEN, "hs_token": HS_TOKEN,
+        "sender_localpart": "bridgebot",
+        "namespaces": {"users": [{"regex": "@bridge_.*:test.local", "exclusive": True}],
+                       "aliases": [{"regex": "#bridge_.*:test.local", "exclusive": True}], "rooms": []},
+    }))
+    cfg = dev_config(str(tmp_path / "hs"))
+    cfg.server_name = "test.local"
+    cfg.logging.level = "WARNING"
+    cfg.app_service_config_files = [str(reg)]
+    cfg.appservice.retry_initial_backoff_s = 0.05
+    from axon.embedded import build_homeserver
+
+    hs = await build_homeserver(cfg, bcrypt_rounds=4)
+    await hs.start()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=hs.app), base_url="http://hs", timeout=30)
+    try:
+        yield hs, client, fake
+    finally:
+        await client.aclose()
+        await hs.stop()
+        server.should_exit = True
+        await task
+
+
+async def _call(client: httpx.AsyncClient, method: str, path: str, token: str | None, expect: int = 200,
+                **kw: Any) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = await client.request(method, "/_matrix/client/v3" + path, headers=headers, **kw)
+    assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text}"
+    return r.json()
+
+
+async def _user(client: httpx.AsyncClient, name: str) -> str:
+    b = await _call(client, "POST", "/register", None, json={"username": name, "password": "pw-pw-pw-pw",
+                                                              "auth": {"type": "m.login.dummy"}})
+    return str(b["access_token"])
+
+
+async def test_registration_and_masquerading(as_env) -> None:
+    _hs, client, _fake = as_env
+    b = await _call(client, "POST", "/register", AS_TOKEN,
+                    json={"username": "bridge_one", "type": "m.login.application_service"})
+    assert b["user_id"] == "@bridge_one:test.local" and b["access_token"]
+    b = await _call(client, "POST", "/register", AS_TOKEN, json={
+        "username": "bridge_two", "type": "m.login.application_service", "inhibit_login": True})
+    assert "access_token" not in b
+    r = await _call(client, "POST", "/register", AS_TOKEN, 400,
+                    json={"username": "someone", "type": "m.login.application_service"})
+    assert r["errcode"] == "M_EXCLUSIVE"
+    r = await _call(client, "POST", "/register", None, 400, json={
+        "username": "bridge_three", "password": "pw-pw-pw-pw", "auth": {"type": "m.login.dummy"}})
+    assert r["errcode"] == "M_EXCLUSIVE"
+    await _call(client, "POST", "/register", None, 401,
+                json={"username": "bridge_four", "type": "m.login.application_service"})
+    # the sender exists from the start; masquerading needs a registered user of the namespace
+    who = await _call(client, "GET", "/account/whoami", AS_TOKEN)
+    assert who["user_id"] == "@bridgebot:test.local"
+    who = await _call(client, "GET", "/account/whoami?user_id=%40bridge_one%3Atest.local", AS_TOKEN)
+    assert who["user_id"] == "@bridge_one:test.local"
+    r = await _call(client, "GET", "/account/whoami?user_id=%40bridge_nobody%3Atest.local", AS_TOKEN, 403)
+    assert r["errcode"] == "M_FORBIDDEN"
+    r = await _call(client, "GET", "/account/whoami?user_id=%40alice%3Atest.local", AS_TOKEN, 403)
+    assert r["errcode"] == "M_EXCLUSIVE"
+
+
+async def test_aliases_and_transactions(as_env) -> None:
+    _hs, client, fake = as_env
+    alice = await _user(client, "alice")
+    room = (await _call(client, "POST", "/createRoom", alice, json={"preset": "public_chat"}))["room_id"]
+    alias = quote("#bridge_room:test.local")
+    r = await _call(client, "PUT", f"/directory/room/{alias}", alice, 400, json={"room_id": room})
+    assert r["errcode"] == "M_EXCLUSIVE"
+    await _call(client, "PUT", f"/directory/room/{alias}", AS_TOKEN, json={"room_id": room})
+    # an unknown alias of the namespace is asked of the AS
+    await _call(client, "GET", f"/directory/room/{quote('#bridge_unknown:test.local')}", None, 404)
+    assert fake.queries == ["#bridge_unknown:test.local"]
+
+    fake.fail_next = 1  # the first attempt fails: the same transaction is retried
+    txn = await _call(client, "PUT", f"/rooms/{room}/send/m.room.message/t1", alice,
+                      json={"msgtype": "m.text", "body": "for the bridge"})
+    for _ in range(200):
+        if len(fake.txns) >= 2 and any(
+                e.get("event_id") == txn["event_id"] for e in fake.txns[-1][1]["events"]):
+            break
+        await asyncio.sleep(0.05)
+    ids = [t[0] for t in fake.txns]
+    assert all(i.isdigit() for i in ids)
+    assert fake.txns[0][2] == f"Bearer {HS_TOKEN}"
+    failed, retried = fake.txns[0], fake.txns[1]
+    assert failed[0] == retried[0] and failed[1] == retried[1]  # same ID, same events
+    events = [e for t in fake.txns for e in t[1]["events"]]
+    msg = next(e for e in events if e.get("event_id") == txn["event_id"])
+    assert msg["room_id"] == room and msg["content"]["body"] == "for the bridge"
