@@ -118,8 +118,8 @@ class History:
         now_ms = self.clock_ms()
         chunk = await format_events(self.store, picked, device_id=device_id, now_ms=now_ms, include_room_id=True)
         resp: dict[str, Any] = {"chunk": chunk, "start": from_ or StreamToken(events=start).to_string()}
-        # Backwards: `end` whenever something was returned (as Synapse; the next, empty page ends it).
-        if more or (picked and backwards):
+        # `end` whenever something was returned, either way (as Synapse; the next, empty page ends it).
+        if more or picked:
             resp["end"] = StreamToken(events=cursor).to_string()
         if flt.lazy_load_members:
             resp["state"] = await self._lazy_members(room_id, picked, device_id, now_ms, user_id)

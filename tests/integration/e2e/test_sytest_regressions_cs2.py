@@ -215,3 +215,15 @@ async def test_messages_from_prev_batch_of_complete_initial_timeline(matrix: Mat
     assert [(e["type"], e["state_key"]) for e in lazy["state"]] == [("m.room.member", alice.user_id)]
     last = await matrix.request(alice, "GET", f"/rooms/{room}/messages", params={"dir": "b", "from": page["end"]})
     assert last["chunk"] == [] and "end" not in last
+
+
+async def test_messages_forwards_from_next_batch_has_end(matrix: MatrixTestClient) -> None:
+    # 31sync/04timeline.pl "A next_batch token can be used in the v1 messages API"
+    alice = await matrix.register()
+    room = await matrix.create_room(alice)
+    since = (await matrix.sync(alice))["next_batch"]
+    eid = await matrix.send(alice, room, "2")
+    page = await matrix.request(alice, "GET", f"/rooms/{room}/messages", params={"dir": "f", "from": since})
+    assert [e["event_id"] for e in page["chunk"]] == [eid] and "end" in page
+    after = await matrix.request(alice, "GET", f"/rooms/{room}/messages", params={"dir": "f", "from": page["end"]})
+    assert after["chunk"] == [] and "end" not in after
