@@ -122,7 +122,8 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
     clientapi = ClientService(config, event_log, roomserver=roomserver.api, userapi=userapi.api, auth=auth,
                               extra_client_routers=account_routers, wait_projected=syncapi.api.wait_for_event,
                               ratelimiter=ratelimiter, guest_auth=guest_auth, appservices=appservices,
-                              alias_query=appservice.query_alias if appservice is not None else None)
+                              alias_query=appservice.query_alias if appservice is not None else None,
+                              user_query=appservice.query_user if appservice is not None else None)
     profile_sync = ProfileSync(roomserver.api, syncapi.api.wait_for_event)
     userapi.api.profile_change_hooks.append(profile_sync.on_profile_change)
     userapi.api.deactivation_hooks.append(profile_sync.on_deactivated)

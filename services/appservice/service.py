@@ -228,6 +228,13 @@ class AppserviceService:
             await p.stop()
         await self.client.close()
 
+    async def query_user(self, user_id: str) -> bool:
+        """Ask the ASes whose users namespace covers `user_id` (True if one answered 2xx)."""
+        for svc in self.registry.user_services(user_id):
+            if await self.client.query_user(svc, user_id):
+                return True
+        return False
+
     async def query_alias(self, alias: str) -> bool:
         """Ask the ASes whose alias namespace covers `alias` (True if one answered 2xx)."""
         for svc in self.registry.alias_services(alias):

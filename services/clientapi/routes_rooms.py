@@ -54,6 +54,8 @@ class RoomRoutesDeps:
     # alias namespaces; `alias_query(alias)` asks the owning AS about an unknown alias.
     appservices: Any = None
     alias_query: Callable[[str], Awaitable[bool]] | None = None
+    # `user_query(user_id)` asks the AS owning an unknown local user ID about it.
+    user_query: Callable[[str], Awaitable[bool]] | None = None
 
 
 def _err(status: int, errcode: str, msg: str, **extra: Any) -> MatrixError:
@@ -272,6 +274,9 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
             raise _err(400, "M_MISSING_PARAM", "Missing 'user_id'")
         target = _check_user_id(body["user_id"])
         limit("invite", device.user_id)
+        if deps.user_query is not None and target.endswith(":" + deps.server_name) \
+                and await deps.userapi.get_account(target) is None:
+            await deps.user_query(target)  # an AS may create its user now
         extra = await profile_content(target) if target.endswith(":" + deps.server_name) else {}
         return await membership_change(room_id, device, target, "invite", body, extra)
 

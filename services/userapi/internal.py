@@ -117,9 +117,11 @@ class UserapiInternal:
 
     async def create_account(
         self, localpart: str, password: str | None, is_guest: bool = False, is_admin: bool = False,
-        password_hash: str | None = None,
+        password_hash: str | None = None, appservice: bool = False,
     ) -> Account:
-        why = localpart_error(localpart, self.server_name)
+        # Localparts starting with '_' are left to application services.
+        why = localpart_error(localpart[1:] if appservice and localpart.startswith("_") else localpart,
+                              self.server_name)
         if why is not None:
             raise MatrixError(400, "M_INVALID_USERNAME", why)
         if password is not None and len(password) > MAX_PASSWORD_LENGTH:

@@ -71,7 +71,9 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
     @r.post("/account/deactivate")
     async def deactivate(request: Request, device: Device = Depends(member)) -> dict[str, Any]:
         body, _ = await parse_body(ctx, request, DeactivateBody, allow_empty=True)
-        await ctx.userapi.check_user_interactive_auth(UIA_DEACTIVATE, PASSWORD_FLOWS, body.auth, device.user_id)
+        # An application service deactivates the users it manages without UIA.
+        if ctx.auth.appservice_for(request) is None:
+            await ctx.userapi.check_user_interactive_auth(UIA_DEACTIVATE, PASSWORD_FLOWS, body.auth, device.user_id)
         await ctx.userapi.deactivate_account(device.user_id)
         ctx.auth.invalidate_user(device.user_id)
         return {"id_server_unbind_result": "no-support"}

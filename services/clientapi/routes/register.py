@@ -40,7 +40,9 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
     async def check_username(username: str, for_appservice: bool = False) -> str:
         # Like Synapse: registration is case-insensitive, IDs are stored lowercase.
         localpart = username.lower()
-        why = await ctx.userapi.localpart_error(localpart)
+        # '_' starts localparts reserved for application services.
+        why = await ctx.userapi.localpart_error(
+            localpart[1:] if for_appservice and localpart.startswith("_") else localpart)
         if why is not None:
             raise invalid_username(why)
         registry = ctx.auth.appservices
@@ -136,7 +138,7 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
         user_id = f"@{localpart}:{server_name}"
         if not svc.is_interested_in_user(user_id):
             raise MatrixError(400, "M_EXCLUSIVE", "This user ID is not in the application service's namespace")
-        account = await ctx.userapi.create_account(localpart, None)
+        account = await ctx.userapi.create_account(localpart, None, appservice=True)
         return await login_response(account.user_id, body)
 
     @r.get("/register/available")

@@ -63,6 +63,12 @@ class FakeAS:
                 return JSONResponse({"errcode": "M_UNKNOWN"}, status_code=500)
             return {}
 
+        @self.app.get("/_matrix/app/v1/users/{user_id}")
+        async def user_query(user_id: str) -> Any:
+            from fastapi.responses import JSONResponse
+            self.queries.append(user_id)
+            return JSONResponse({"errcode": "M_NOT_FOUND"}, status_code=404)
+
         @self.app.get("/_matrix/app/v1/rooms/{alias}")
         async def room_query(alias: str) -> Any:
             from fastapi.responses import JSONResponse
@@ -84,7 +90,8 @@ async def as_env(tmp_path):
     reg.write_text(json.dumps({
         "id": "bridge", "url": f"http://127.0.0.1:{port}", "as_token": AS_TOKEN, "hs_token": HS_TOKEN,
         "sender_localpart": "bridgebot",
-        "namespaces": {"users": [{"regex": "@bridge_.*:test.local", "exclusive": True}],
+        "namespaces": {"users": [{"regex": "@bridge_.*:test.local", "exclusive": True},
+                                 {"regex": "@_.*:test.local", "exclusive": False}],
                        "aliases": [{"regex": "#bridge_.*:test.local", "exclusive": True}], "rooms": []},
     }))
     cfg = dev_config(str(tmp_path / "hs"))
@@ -145,6 +152,20 @@ async def test_registration_and_masquerading(as_env) -> None:
     assert r["errcode"] == "M_FORBIDDEN"
     r = await _call(client, "GET", "/account/whoami?user_id=%40alice%3Atest.local", AS_TOKEN, 403)
     assert r["errcode"] == "M_EXCLUSIVE"
+    # '_' localparts are for ASes only
+    b = await _call(client, "POST", "/register", AS_TOKEN,
+                    json={"username": "_under", "type": "m.login.application_service"})
+    assert b["user_id"] == "@_under:test.local"
+    r = await _call(client, "POST", "/register", None, 400, json={
+        "username": "_other", "password": "pw-pw-pw-pw", "auth": {"type": "m.login.dummy"}})
+    assert r["errcode"] == "M_INVALID_USERNAME"
+    # the AS deactivates its users without user-interactive auth
+    await _call(client, "POST", "/account/deactivate?user_id=%40bridge_one%3Atest.local", AS_TOKEN, json={})
+    r = await _call(client, "GET", "/account/whoami?user_id=%40bridge_one%3Atest.local", AS_TOKEN, 403)
+    assert r["errcode"] == "M_FORBIDDEN"
+    # a normal user still needs UIA
+    alice = await _user(client, "alice2")
+    await _call(client, "POST", "/account/deactivate", alice, 401, json={})
 
 
 async def test_aliases_and_transactions(as_env) -> None:
@@ -158,6 +179,9 @@ async def test_aliases_and_transactions(as_env) -> None:
     # an unknown alias of the namespace is asked of the AS
     await _call(client, "GET", f"/directory/room/{quote('#bridge_unknown:test.local')}", None, 404)
     assert fake.queries == ["#bridge_unknown:test.local"]
+    # inviting an unknown user of the namespace asks the AS first
+    await _call(client, "POST", f"/rooms/{room}/invite", alice, json={"user_id": "@bridge_new:test.local"})
+    assert fake.queries[-1] == "@bridge_new:test.local"
 
     fake.fail_next = 1  # the first attempt fails: the same transaction is retried
     txn = await _call(client, "PUT", f"/rooms/{room}/send/m.room.message/t1", alice,
