@@ -220,8 +220,12 @@ class SyncEngine:
             rows = await self.store.room_events(room_id, after=after, upto=cursor, limit=batch, backwards=True)
             if vis is not None and rows:
                 await vis.prepare(self.store, rows[-1].stream_pos)
+            # State events that are still the room's current state are shown even
+            # when history visibility hides them (as Synapse): clients need them.
+            hidden = [r.event_id for r in rows if vis is not None and r.state_key is not None and not vis.filter([r])]
+            current = set(await self.store.current_state_keys_of(self.store.db, room_id, hidden)) if hidden else set()
             for r in rows:
-                if flt.allows(r.pdu) and (vis is None or vis.filter([r])):
+                if flt.allows(r.pdu) and (vis is None or r.event_id in current or vis.filter([r])):
                     if len(picked) == limit:
                         limited = True
                         break

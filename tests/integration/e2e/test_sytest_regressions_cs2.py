@@ -227,3 +227,25 @@ async def test_messages_forwards_from_next_batch_has_end(matrix: MatrixTestClien
     assert [e["event_id"] for e in page["chunk"]] == [eid] and "end" in page
     after = await matrix.request(alice, "GET", f"/rooms/{room}/messages", params={"dir": "f", "from": page["end"]})
     assert after["chunk"] == [] and "end" not in after
+
+
+async def test_current_state_in_timeline_despite_private_history(matrix: MatrixTestClient) -> None:
+    # 31sync/06state.pl "Current state appears in timeline in private history"
+    creator, syncer, invitee = await matrix.register(), await matrix.register(), await matrix.register()
+    room = await matrix.create_room(creator, preset="public_chat")
+    await matrix.join(syncer, room)
+    await matrix.request(creator, "PUT", f"/rooms/{room}/state/m.room.history_visibility/",
+                         json={"history_visibility": "joined"})
+    await matrix.request(creator, "POST", f"/rooms/{room}/invite", json={"user_id": invitee.user_id})
+    since = (await matrix.sync(syncer))["next_batch"]
+    await matrix.request(syncer, "POST", f"/rooms/{room}/leave", json={})
+    await matrix.join(invitee, room)
+    await matrix.join(syncer, room)
+
+    def invitee_join(resp: dict) -> bool:
+        tl = resp["rooms"]["join"].get(room, {}).get("timeline", {}).get("events", [])
+        return any(e["type"] == "m.room.member" and e["state_key"] == invitee.user_id
+                   and e["content"]["membership"] == "join" for e in tl)
+
+    synced = await matrix.sync_until(syncer, lambda r: room in r["rooms"]["join"], since=since)
+    assert invitee_join(synced)
