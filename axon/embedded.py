@@ -110,7 +110,8 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
     appservices = load_registry(config.app_service_config_files, config.server_name)
     userapi.client_auth.appservices = appservices
     appservice = (AppserviceService(config, await db("appservice", APPSERVICE_MIGRATIONS), event_log,
-                                    registry=appservices, roomserver=roomserver.api, userapi=userapi.api)
+                                    registry=appservices, roomserver=roomserver.api, userapi=userapi.api,
+                                    auth=userapi.client_auth.require(allow_guest=False))
                   if appservices.services else None)
     auth = userapi.client_auth.require(allow_guest=False)
     guest_auth = userapi.client_auth.require(allow_guest=True)

@@ -22,12 +22,16 @@ import asyncio
 import json
 import logging
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from fastapi import APIRouter, Depends, Request
 
 from libs.config.model import AppServiceConfig, HomeserverConfig
+from libs.errors import MatrixError
 from libs.events.client_format import to_client_event
 from libs.log.api import EventLog, Record, TopicSpec
 from libs.log.runner import KeyedRunner
@@ -38,6 +42,8 @@ from services.roomserver.api import TOPIC_OUTPUT, RoomserverAPI
 from services.userapi.api import UserAPI
 
 log = logging.getLogger(__name__)
+
+PROTOCOL_CACHE_S = 300.0
 
 
 class AppServiceClient:
@@ -54,12 +60,25 @@ class AppServiceClient:
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def _request(self, svc: AppService, method: str, path: str, body: Any = None) -> httpx.Response:
+    async def _request(self, svc: AppService, method: str, path: str, body: Any = None,
+                       params: dict[str, str] | None = None) -> httpx.Response:
         assert svc.url is not None
         url = svc.url.rstrip("/") + path
+        # Third-party lookups forward the client's query as is: the token goes in the header only.
+        query = params if params is not None else {"access_token": svc.hs_token}
         return await self.http.request(
-            method, url, params={"access_token": svc.hs_token}, json=body,
-            headers={"Authorization": f"Bearer {svc.hs_token}"})
+            method, url, params=query, json=body, headers={"Authorization": f"Bearer {svc.hs_token}"})
+
+    async def get_json(self, svc: AppService, path: str, params: dict[str, str]) -> Any:
+        """GET a third-party lookup from an AS; None on any failure."""
+        if svc.url is None:
+            return None
+        try:
+            r = await self._request(svc, "GET", path, params=params)
+            return r.json() if r.status_code // 100 == 2 else None
+        except (httpx.HTTPError, ValueError) as e:
+            log.info("appservice %s: %s failed: %s", svc.id, path, e)
+            return None
 
     async def put_transaction(self, svc: AppService, txn_id: int, events: list[dict[str, Any]]) -> bool:
         try:
@@ -194,7 +213,8 @@ class AppserviceService:
 
     def __init__(self, config: HomeserverConfig, db: Database, event_log: EventLog, *,
                  registry: AppServiceRegistry, roomserver: RoomserverAPI, userapi: UserAPI,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 auth: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.config = config
         self.db = db
         self.registry = registry
@@ -204,7 +224,8 @@ class AppserviceService:
         self.pushers = {s.id: Pusher(s, self.store, self.client, config.appservice)
                         for s in registry.services if s.url is not None}
         self.consumer = OutputConsumer(event_log, registry, self.store, roomserver, self.pushers)
-        self.routers: list[Any] = []
+        self._protocol_cache: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
+        self.routers: list[Any] = build_thirdparty_routers(self, auth) if auth is not None else []
         self.readiness_checks: list[Any] = []
 
     async def start(self) -> None:
@@ -228,6 +249,54 @@ class AppserviceService:
             await p.stop()
         await self.client.close()
 
+    # ---- third-party networks (spec "Third-party Networks") ------------------------
+    async def protocol(self, protocol: str) -> dict[str, Any] | None:
+        """Metadata of a protocol: the first AS's fields, every AS's instances. Answers are
+        cached (PROTOCOL_CACHE_S): an AS that answers badly later keeps its last good one."""
+        merged: dict[str, Any] | None = None
+        now = time.monotonic()
+        for svc in self.registry.services:
+            if protocol not in svc.protocols:
+                continue
+            key = (svc.id, protocol)
+            hit = self._protocol_cache.get(key)
+            meta = hit[0] if hit is not None and hit[1] > now else None
+            if meta is None:
+                got = await self.client.get_json(svc, f"/_matrix/app/v1/thirdparty/protocol/{quote(protocol, safe='')}", {})
+                if isinstance(got, dict):
+                    meta = got
+                    self._protocol_cache[key] = (got, now + PROTOCOL_CACHE_S)
+                elif hit is not None:
+                    meta = hit[0]
+            if meta is None:
+                continue
+            if merged is None:
+                merged = {**meta, "instances": []}
+            instances = meta.get("instances")
+            if isinstance(instances, list):
+                merged["instances"] += instances
+        return merged
+
+    async def protocols(self) -> dict[str, Any]:
+        names = sorted({p for svc in self.registry.services for p in svc.protocols})
+        out = {}
+        for name in names:
+            meta = await self.protocol(name)
+            if meta is not None:
+                out[name] = meta
+        return out
+
+    async def thirdparty_lookup(self, kind: str, protocol: str, fields: dict[str, str]) -> list[Any]:
+        """`kind` "user" or "location": every answer of the ASes serving `protocol`."""
+        out: list[Any] = []
+        for svc in self.registry.services:
+            if protocol in svc.protocols:
+                got = await self.client.get_json(
+                    svc, f"/_matrix/app/v1/thirdparty/{kind}/{quote(protocol, safe='')}", fields)
+                if isinstance(got, list):
+                    out += got
+        return out
+
     async def query_user(self, user_id: str) -> bool:
         """Ask the ASes whose users namespace covers `user_id` (True if one answered 2xx)."""
         for svc in self.registry.user_services(user_id):
@@ -241,3 +310,37 @@ class AppserviceService:
             if await self.client.query_alias(svc, alias):
                 return True
         return False
+
+
+def build_thirdparty_routers(service: AppserviceService, auth: Callable[..., Awaitable[Any]]) -> list[Any]:
+    """`/thirdparty/protocols`, `/thirdparty/protocol/{p}`, `/thirdparty/{user,location}/{p}`."""
+    routers = []
+    for prefix in ("/_matrix/client/v3", "/_matrix/client/r0"):
+        r = APIRouter(prefix=prefix)
+
+        @r.get("/thirdparty/protocols")
+        async def protocols(device: Any = Depends(auth)) -> dict[str, Any]:
+            return await service.protocols()
+
+        @r.get("/thirdparty/protocol/{protocol}")
+        async def protocol(protocol: str, device: Any = Depends(auth)) -> dict[str, Any]:
+            meta = await service.protocol(protocol)
+            if meta is None:
+                raise MatrixError(404, "M_NOT_FOUND", f"Unknown protocol {protocol!r}")
+            return meta
+
+        @r.get("/thirdparty/user/{protocol}")
+        async def users(protocol: str, request: Request, device: Any = Depends(auth)) -> list[Any]:
+            return await service.thirdparty_lookup("user", protocol, _lookup_fields(request))
+
+        @r.get("/thirdparty/location/{protocol}")
+        async def locations(protocol: str, request: Request, device: Any = Depends(auth)) -> list[Any]:
+            return await service.thirdparty_lookup("location", protocol, _lookup_fields(request))
+
+        routers.append(r)
+    return routers
+
+
+def _lookup_fields(request: Any) -> dict[str, str]:
+    # The client's own credentials are not the AS's business.
+    return {k: v for k, v in request.query_params.items() if k not in ("access_token", "user_id")}

@@ -52,6 +52,9 @@ class FakeAS:
         self.txns: list[tuple[str, dict[str, Any], str | None]] = []
         self.queries: list[str] = []
         self.fail_next = 0
+        self.protocol_answers: list[Any] = [{"user_fields": ["f"], "location_fields": [], "icon": "mxc://a/b",
+                                             "instances": [{"desc": "one"}]}]
+        self.lookups: list[tuple[dict[str, str], str | None]] = []
         self.app = FastAPI()
 
         @self.app.put("/_matrix/app/v1/transactions/{txn_id}")
@@ -62,6 +65,18 @@ class FakeAS:
                 self.fail_next -= 1
                 return JSONResponse({"errcode": "M_UNKNOWN"}, status_code=500)
             return {}
+
+        @self.app.get("/_matrix/app/v1/thirdparty/protocol/{protocol}")
+        async def protocol(protocol: str) -> Any:
+            self.queries.append(f"protocol:{protocol}")
+            if self.protocol_answers:
+                return self.protocol_answers.pop(0)
+            return []  # a broken answer: the cached one is kept
+
+        @self.app.get("/_matrix/app/v1/thirdparty/user/{protocol}")
+        async def tp_user(protocol: str, request: Request) -> Any:
+            self.lookups.append((dict(request.query_params), request.headers.get("authorization")))
+            return [{"protocol": protocol, "fields": {"f": "x"}, "userid": "@remote:bridged.example"}]
 
         @self.app.get("/_matrix/app/v1/users/{user_id}")
         async def user_query(user_id: str) -> Any:
@@ -89,7 +104,7 @@ async def as_env(tmp_path):
     reg = tmp_path / "as.yaml"
     reg.write_text(json.dumps({
         "id": "bridge", "url": f"http://127.0.0.1:{port}", "as_token": AS_TOKEN, "hs_token": HS_TOKEN,
-        "sender_localpart": "bridgebot",
+        "sender_localpart": "bridgebot", "protocols": ["ymca"],
         "namespaces": {"users": [{"regex": "@bridge_.*:test.local", "exclusive": True},
                                  {"regex": "@_.*:test.local", "exclusive": False}],
                        "aliases": [{"regex": "#bridge_.*:test.local", "exclusive": True}], "rooms": []},
@@ -199,3 +214,17 @@ async def test_aliases_and_transactions(as_env) -> None:
     events = [e for t in fake.txns for e in t[1]["events"]]
     msg = next(e for e in events if e.get("event_id") == txn["event_id"])
     assert msg["room_id"] == room and msg["content"]["body"] == "for the bridge"
+
+
+async def test_thirdparty_lookups(as_env) -> None:
+    _hs, client, fake = as_env
+    alice = await _user(client, "carol")
+    expected = {"user_fields": ["f"], "location_fields": [], "icon": "mxc://a/b", "instances": [{"desc": "one"}]}
+    assert await _call(client, "GET", "/thirdparty/protocols", alice) == {"ymca": expected}
+    # answered from the cache although the AS now answers nonsense
+    assert await _call(client, "GET", "/thirdparty/protocol/ymca", alice) == expected
+    r = await _call(client, "GET", "/thirdparty/protocol/nope", alice, 404)
+    assert r["errcode"] == "M_NOT_FOUND"
+    got = await _call(client, "GET", "/thirdparty/user/ymca?f=ONE", alice)
+    assert got == [{"protocol": "ymca", "fields": {"f": "x"}, "userid": "@remote:bridged.example"}]
+    assert fake.lookups[-1] == ({"f": "ONE"}, f"Bearer {HS_TOKEN}")
