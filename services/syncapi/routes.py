@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from libs.errors import invalid_param
+from libs.errors import MatrixError, invalid_param
 from services.syncapi.filters import EventFilter, FilterError, SyncFilter
 from services.syncapi.history import History
 from services.syncapi.presence import PresenceTracker
@@ -120,6 +120,19 @@ def build_routers(engine: SyncEngine, history: History, userapi: UserAPI, auth: 
             q = request.query_params
             return await history.members(room_id, device.user_id, at=q.get("at"), membership=q.get("membership"),
                                          not_membership=q.get("not_membership"))
+
+        @r.get("/keys/changes")
+        async def keys_changes(request: Request, device: Device = Depends(auth)) -> dict[str, Any]:
+            toks = []
+            for p in ("from", "to"):
+                raw = request.query_params.get(p)
+                if not raw:
+                    raise MatrixError(400, "M_MISSING_PARAM", f"Missing {p}")
+                try:
+                    toks.append(parse_token(raw))
+                except BadToken:
+                    raise invalid_param(f"Invalid '{p}' token") from None
+            return await engine.key_changes(device.user_id, toks[0], toks[1])
 
         @r.get("/rooms/{room_id}/joined_members")
         async def joined_members(room_id: str, device: Device = Depends(auth)) -> dict[str, Any]:

@@ -420,6 +420,20 @@ class SyncEngine:
             "account_data": {"events": []},
         }
 
+    async def key_changes(self, user_id: str, from_: StreamToken, to: StreamToken) -> dict[str, list[str]]:
+        """GET /keys/changes: the device_lists a /sync from `from_` to `to` would report."""
+        now = self.current_token()
+        to = dataclasses.replace(to, events=min(to.events, now.events),
+                                 device_lists=min(to.device_lists, now.device_lists))
+        from_ = dataclasses.replace(from_, events=min(from_.events, to.events),
+                                    device_lists=min(from_.device_lists, to.device_lists))
+        memberships = await self.store.rooms_for_user(user_id)
+        changes: dict[str, list[StateDelta]] = {}
+        for d in await self.store.membership_changes(user_id, from_.events, to.events):
+            changes.setdefault(d.room_id, []).append(d)
+        joined_ids = [m.room_id for m in memberships if m.membership == "join"]
+        return await self._device_lists(user_id, from_, to, joined_ids, memberships, changes)
+
     async def _device_lists(self, user_id: str, since: StreamToken | None, now: StreamToken, joined_ids: list[str],
                             memberships: list[MembershipRow], changes: dict[str, list[StateDelta]]
                             ) -> dict[str, list[str]]:
@@ -449,9 +463,9 @@ class SyncEngine:
                 left.add(d.state_key)
         if own_left:
             left |= {u for u in await self.store.joined_members_of(own_left) if u not in shared}
-        changed.discard(user_id)
         left.discard(user_id)
-        out["changed"] = sorted(changed & shared)
+        # The user's own device changes are reported too (a new login, a deleted device).
+        out["changed"] = sorted((changed & shared) - {user_id} | ({user_id} & set(key_changed)))
         out["left"] = sorted(left - changed)
         return out
 

@@ -195,6 +195,7 @@ class UserapiInternal:
         await self.store.create_device_with_token(user_id, device_id, display_name, token_hash(token), _now_ms())
         # Any earlier token of this device is gone.
         self._revoked(user_id)
+        await self._device_list_changed(user_id)
         return LoginResult(user_id=user_id, device_id=device_id, access_token=token)
 
     async def query_access_token(self, token: str) -> Device | None:
@@ -225,21 +226,35 @@ class UserapiInternal:
         return None if d is None else Device(d.user_id, d.device_id, d.display_name, d.last_seen_ts, d.last_seen_ip)
 
     async def update_device(self, user_id: str, device_id: str, display_name: str | None) -> bool:
-        return await self.store.update_device_name(user_id, device_id, display_name)
+        found = await self.store.update_device_name(user_id, device_id, display_name)
+        if found:
+            await self._device_list_changed(user_id)
+        return found
 
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
         await self.store.delete_devices(user_id, device_ids)
         await self.store.delete_device_keys(user_id, device_ids)
         self._revoked(user_id)
+        await self._device_list_changed(user_id)
+
+    async def _device_list_changed(self, user_id: str) -> None:
+        """A device came, went or was renamed: tell device-list watchers (/sync
+        device_lists, /keys/changes). Best effort: the change itself is done."""
+        try:
+            await self._key_changed(user_id)
+        except MatrixError:
+            log.warning("device-list change of %s not published", user_id)
 
     async def logout(self, token: str) -> None:
         gone = await self.store.delete_token(token_hash(token))
         if gone is not None:
             self._revoked(gone[0])
+            await self._device_list_changed(gone[0])
 
     async def logout_all(self, user_id: str) -> None:
         await self.store.delete_all_devices(user_id)
         self._revoked(user_id)
+        await self._device_list_changed(user_id)
 
     # ---- end-to-end keys -------------------------------------------------------
     async def _key_changed(self, user_id: str) -> None:

@@ -1,4 +1,4 @@
-"""/keys/upload, /keys/query, /keys/claim, /keys/changes: a small local E2E key store
+"""/keys/upload, /keys/query, /keys/claim (/keys/changes is the syncapi's): a small local E2E key store
 (local users only; remote users are reported under `failures`)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from libs.errors import MatrixError, bad_json
+from libs.errors import bad_json
 from services.clientapi.routes.common import AccountRoutesContext, read_body
 from services.userapi.api import Device
 
@@ -60,14 +60,5 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
                 raise bad_json("one_time_keys values must map device IDs to algorithms")
             clean[user_id] = devs
         return {"one_time_keys": await ctx.userapi.claim_keys(clean), "failures": failures(list(clean))}
-
-    @r.get("/keys/changes")
-    async def changes(request: Request, device: Device = Depends(anyone)) -> dict[str, Any]:
-        # Device-list changes reach clients through /sync's device_lists; this
-        # endpoint only validates its parameters for now.
-        for p in ("from", "to"):
-            if not request.query_params.get(p):
-                raise MatrixError(400, "M_MISSING_PARAM", f"Missing {p}")
-        return {"changed": [], "left": []}
 
     return r

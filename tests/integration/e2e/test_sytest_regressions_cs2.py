@@ -249,3 +249,45 @@ async def test_current_state_in_timeline_despite_private_history(matrix: MatrixT
 
     synced = await matrix.sync_until(syncer, lambda r: room in r["rooms"]["join"], since=since)
     assert invitee_join(synced)
+
+
+def _changed(resp: dict) -> list[str]:
+    return resp.get("device_lists", {}).get("changed", [])
+
+
+async def test_device_list_changes_in_sync_and_keys_changes(matrix: MatrixTestClient, client) -> None:
+    # 41end-to-end-keys/06-device-lists.pl: "Local new/update/delete device changes appear in v2 /sync",
+    # "Users receive device_list updates for their own devices", "Local device key changes appear in
+    # /keys/changes", "New users appear in /keys/changes".
+    alice, bob = await matrix.register(), await matrix.register()
+    room = await matrix.create_room(alice, preset="public_chat")
+    await matrix.join(bob, room)
+    since = (await matrix.sync_until(alice, lambda r: room in r["rooms"]["join"]))["next_batch"]
+    r = await client.post("/_matrix/client/v3/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": bob.user_id},
+        "password": "correct horse battery", "device_id": "NEWDEV"})
+    assert r.status_code == 200
+    got = await matrix.sync_until(alice, lambda r: bob.user_id in _changed(r), since=since)
+    changes = await matrix.request(alice, "GET", "/keys/changes", params={"from": since, "to": got["next_batch"]})
+    assert bob.user_id in changes["changed"]
+    since = got["next_batch"]
+    await matrix.request(bob, "PUT", "/devices/NEWDEV", json={"display_name": "renamed"})
+    since = (await matrix.sync_until(alice, lambda r: bob.user_id in _changed(r), since=since))["next_batch"]
+    # Own devices: Alice logs in again and sees herself.
+    r = await client.post("/_matrix/client/v3/login", json={
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": alice.user_id},
+        "password": "correct horse battery"})
+    assert r.status_code == 200
+    since = (await matrix.sync_until(alice, lambda r: alice.user_id in _changed(r), since=since))["next_batch"]
+    await matrix.request(alice, "GET", "/keys/changes", expect=400, params={"from": since})
+    await matrix.request(alice, "GET", "/keys/changes", expect=400, params={"from": since, "to": "garbage"})
+
+
+async def test_new_room_members_appear_in_keys_changes(matrix: MatrixTestClient) -> None:
+    alice, bob = await matrix.register(), await matrix.register()
+    room = await matrix.create_room(alice, preset="public_chat")
+    since = (await matrix.sync_until(alice, lambda r: room in r["rooms"]["join"]))["next_batch"]
+    await matrix.join(bob, room)
+    got = await matrix.sync_until(alice, lambda r: bob.user_id in _changed(r), since=since)
+    changes = await matrix.request(alice, "GET", "/keys/changes", params={"from": since, "to": got["next_batch"]})
+    assert changes["changed"] == [bob.user_id] and changes["left"] == []
