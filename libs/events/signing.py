@@ -418,6 +418,13 @@ def _verify_event(
 _MIN_PARALLEL = 8
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
 class _Pipeline:
     """Feeds items to `fn` in worker threads, a chunk at a time as they are produced,
     so the calling thread's encoding overlaps the workers' libsodium calls. Inline
@@ -426,7 +433,7 @@ class _Pipeline:
     def __init__(self, fn: Callable[[list[Any]], list[Any]], n_hint: int, workers: int | None,
                  executor: Executor | None):
         if workers is None:
-            workers = os.cpu_count() or 1
+            workers = _usable_cpus()
         self.fn = fn
         self.inline = n_hint < _MIN_PARALLEL or (workers <= 1 and executor is None)
         # A few chunks per worker: small enough to start early and balance the load.

@@ -89,6 +89,9 @@ def separate(state_sets: Sequence[StateMap]) -> tuple[dict[StateKey, str], dict[
         p = m
         if (ks != keys0) if len(ks) == n else (ks[:m] != keys0[:m]):
             lo, hi = 0, m
+            # Most often only the tail is out of step (keys added or re-added last).
+            if m > 2 * _BLOCK and ks[:m - _BLOCK] == keys0[:m - _BLOCK]:
+                lo = m - _BLOCK
             while hi - lo > _BLOCK:
                 mid = (lo + hi) // 2
                 if ks[lo:mid] == keys0[lo:mid]:
