@@ -306,8 +306,9 @@ class UserapiInternal:
                 if dev not in names or (device_ids and dev not in device_ids):
                     continue
                 k = dict(k)
+                k["unsigned"] = dict(k.get("unsigned") or {})  # always present, as in Synapse
                 if names[dev] is not None:
-                    k["unsigned"] = {**(k.get("unsigned") or {}), "device_display_name": names[dev]}
+                    k["unsigned"]["device_display_name"] = names[dev]
                 devs[dev] = k
             out[user_id] = devs
         return out

@@ -291,3 +291,13 @@ async def test_new_room_members_appear_in_keys_changes(matrix: MatrixTestClient)
     got = await matrix.sync_until(alice, lambda r: bob.user_id in _changed(r), since=since)
     changes = await matrix.request(alice, "GET", "/keys/changes", params={"from": since, "to": got["next_batch"]})
     assert changes["changed"] == [bob.user_id] and changes["left"] == []
+
+
+async def test_queried_device_keys_always_have_unsigned(matrix: MatrixTestClient) -> None:
+    # 41end-to-end-keys/01-upload-key.pl "Can query device keys using POST"
+    alice = await matrix.register()
+    keys = {"user_id": alice.user_id, "device_id": alice.device_id, "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+            "keys": {f"ed25519:{alice.device_id}": "k"}, "signatures": {}}
+    await matrix.request(alice, "POST", "/keys/upload", json={"device_keys": keys})
+    got = await matrix.request(alice, "POST", "/keys/query", json={"device_keys": {alice.user_id: []}})
+    assert "unsigned" in got["device_keys"][alice.user_id][alice.device_id]
