@@ -27,8 +27,14 @@ class MatrixError(Exception):
         self.error = error
         self.extra = extra
         self.headers = headers or {}
+        # A response body of another shape than {errcode, error, **extra}, e.g. the
+        # user-interactive auth 401 (no errcode on the first request). Travels as-is
+        # over the internal RPC.
+        self.body: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        if self.body is not None:
+            return dict(self.body)
         return {**self.extra, "errcode": self.errcode, "error": self.error}
 
     def __repr__(self) -> str:

@@ -130,9 +130,12 @@ class RpcClient:
             raise ServiceUnavailable(self.service, spec.name, "answer is not JSON") from None
         if isinstance(data, dict) and "matrix_error" in data:
             e = data["matrix_error"]
-            raise MatrixError(int(e.get("status", 500)), str(e.get("errcode", "M_UNKNOWN")),
+            err = MatrixError(int(e.get("status", 500)), str(e.get("errcode", "M_UNKNOWN")),
                               str(e.get("error", "")), headers=e.get("headers") or None,
                               **(e.get("extra") or {}))
+            if isinstance(e.get("body"), dict):
+                err.body = e["body"]
+            raise err
         if not isinstance(data, dict) or "result" not in data:
             raise ServiceUnavailable(self.service, spec.name, "answer has no result")
         try:

@@ -35,7 +35,7 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 
 def _error(err: MatrixError) -> dict[str, Any]:
     return {"matrix_error": {"status": err.status, "errcode": err.errcode, "error": err.error,
-                             "extra": err.extra, "headers": err.headers}}
+                             "extra": err.extra, "headers": err.headers, "body": err.body}}
 
 
 def _reject(status: int, errcode: str, error: str) -> JSONResponse:

@@ -30,18 +30,16 @@ class UIARequired(MatrixError):
         errcode: str | None = None, error: str | None = None,
     ) -> None:
         super().__init__(401, errcode or "M_UNAUTHORIZED", error or "Additional authentication required")
-        self.body: dict[str, Any] = {
+        body: dict[str, Any] = {
             "flows": [{"stages": f} for f in flows],
             "params": params,
             "session": session,
             "completed": completed,
         }
         if errcode:
-            self.body["errcode"] = errcode
-            self.body["error"] = error or errcode
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.body)
+            body["errcode"] = errcode
+            body["error"] = error or errcode
+        self.body = body
 
 
 PasswordChecker = Callable[[str, str], Awaitable[bool]]

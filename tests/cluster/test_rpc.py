@@ -55,6 +55,10 @@ class Demo:
             raise forbidden("nope", extra_field=7)
         if code == "uia":
             raise MatrixError(401, "M_FORBIDDEN", "stage", flows=[{"stages": ["m.login.dummy"]}], session="s1")
+        if code == "uia-first":
+            from services.userapi.uia import UIARequired
+
+            raise UIARequired([["m.login.password"]], "sess", [], {})
         raise RuntimeError("boom")
 
     async def get_rid(self) -> str | None:
@@ -102,6 +106,12 @@ async def test_matrix_error_crosses_the_wire(demo):
     with pytest.raises(MatrixError) as e:
         await api.fail("uia")
     assert e.value.status == 401 and e.value.to_json()["session"] == "s1"
+    # A body of another shape (the first UIA 401 has no errcode) arrives unchanged.
+    with pytest.raises(MatrixError) as e:
+        await api.fail("uia-first")
+    assert e.value.status == 401
+    assert e.value.to_json() == {"flows": [{"stages": ["m.login.password"]}], "params": {}, "session": "sess",
+                                 "completed": []}
 
 
 async def test_unexpected_server_error_is_503_not_a_crash(demo):
