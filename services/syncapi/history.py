@@ -125,9 +125,26 @@ class History:
             resp["state"] = await self._lazy_members(room_id, picked, device_id, now_ms, user_id)
         return resp
 
+    async def event(self, room_id: str, event_id: str, user_id: str, device_id: str | None) -> dict[str, Any]:
+        """GET /rooms/{roomId}/event/{eventId}: the event as the user may see it (redacted
+        if it was); 404 when it does not exist or history visibility hides it."""
+        try:
+            vis = await self._visibility(room_id, user_id)
+        except MatrixError:
+            raise not_found("Event not found") from None
+        ev = (await self.store.events_by_ids([event_id])).get(event_id)
+        if ev is None or ev.room_id != room_id or ev.stream_pos is None:
+            raise not_found("Event not found")
+        await vis.prepare(self.store, ev.stream_pos)
+        if not vis.filter([ev]):
+            raise not_found("Event not found")
+        return (await format_events(self.store, [ev], device_id=device_id, now_ms=self.clock_ms(),
+                                    include_room_id=True))[0]
+
     async def context(self, room_id: str, event_id: str, user_id: str, device_id: str | None, *, limit: int,
                       flt: EventFilter) -> dict[str, Any]:
         vis = await self._visibility(room_id, user_id)
+        await vis.prepare(self.store, None)  # the target and its neighbours can be anywhere in history
         rows = await self.store.events_by_ids([event_id])
         ev = rows.get(event_id)
         if ev is None or ev.room_id != room_id or ev.stream_pos is None or not vis.filter([ev]):

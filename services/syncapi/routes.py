@@ -102,6 +102,10 @@ def build_routers(engine: SyncEngine, history: History, userapi: UserAPI, auth: 
             return await history.messages(room_id, device.user_id, device.device_id, from_=q.get("from"),
                                           to=q.get("to"), dir_=q.get("dir", "b"), limit=limit, flt=flt)
 
+        @r.get("/rooms/{room_id}/event/{event_id}")
+        async def event(room_id: str, event_id: str, device: Device = Depends(auth)) -> dict[str, Any]:
+            return await history.event(room_id, event_id, device.user_id, device.device_id)
+
         @r.get("/rooms/{room_id}/context/{event_id}")
         async def context(room_id: str, event_id: str, request: Request,
                           device: Device = Depends(auth)) -> dict[str, Any]:

@@ -301,3 +301,33 @@ async def test_queried_device_keys_always_have_unsigned(matrix: MatrixTestClient
     await matrix.request(alice, "POST", "/keys/upload", json={"device_keys": keys})
     got = await matrix.request(alice, "POST", "/keys/query", json={"device_keys": {alice.user_id: []}})
     assert "unsigned" in got["device_keys"][alice.user_id][alice.device_id]
+
+
+async def test_redactions_across_rooms_and_of_redactions(matrix: MatrixTestClient) -> None:
+    # 30rooms/10redactions.pl "PUT /redact disallows redaction of event in different room",
+    # "Redaction of a redaction redacts the redaction reason" (GET /event shows redactions).
+    alice = await matrix.register()
+    room1, room2 = await matrix.create_room(alice), await matrix.create_room(alice)
+    eid = await matrix.send(alice, room1, "test")
+    await matrix.request(alice, "PUT", f"/rooms/{room2}/redact/{eid}/t1", expect=400, json={})
+    red = (await matrix.request(alice, "PUT", f"/rooms/{room1}/redact/{eid}/t2", json={"reason": "pun"}))["event_id"]
+    assert (await matrix.request(alice, "GET", f"/rooms/{room1}/event/{eid}"))["content"] == {}
+    assert (await matrix.request(alice, "GET", f"/rooms/{room1}/event/{red}"))["content"]["reason"] == "pun"
+    await matrix.request(alice, "PUT", f"/rooms/{room1}/redact/{red}/t3", json={})
+    assert "reason" not in (await matrix.request(alice, "GET", f"/rooms/{room1}/event/{red}"))["content"]
+    await matrix.request(alice, "GET", f"/rooms/{room2}/event/{eid}", expect=404)
+
+
+async def test_event_endpoint_respects_history_visibility(matrix: MatrixTestClient) -> None:
+    # 30rooms/51event.pl "/event/ does not allow access to events before the user joined"
+    alice, bob, eve = await matrix.register(), await matrix.register(), await matrix.register()
+    room = await matrix.create_room(alice, preset="public_chat")
+    await matrix.request(alice, "PUT", f"/rooms/{room}/state/m.room.history_visibility/",
+                         json={"history_visibility": "joined"})
+    before = await matrix.send(alice, room, "before bob")
+    await matrix.join(bob, room)
+    after = await matrix.send(alice, room, "after bob")
+    await matrix.request(bob, "GET", f"/rooms/{room}/event/{before}", expect=404)
+    assert (await matrix.request(bob, "GET", f"/rooms/{room}/event/{after}"))["content"]["body"] == "after bob"
+    await matrix.request(eve, "GET", f"/rooms/{room}/event/{after}", expect=404)
+    await matrix.request(bob, "GET", f"/rooms/{room}/context/{before}", expect=404)
