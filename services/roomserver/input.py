@@ -79,6 +79,26 @@ def pdu_for_output(ev: Event) -> dict[str, Any]:
     return out
 
 
+def txn_key(body: dict[str, Any]) -> tuple[str, str, str] | None:
+    """The idempotency key of a client transaction: (sender, device_id, scoped txn).
+
+    A txn ID is scoped to the device *and the request path* (spec "Transaction
+    identifiers"; clients reuse e.g. "m1" in every room), so the stored txn column
+    carries the room, the event type and the redacted event with the client's ID.
+    Without the room, the same txn ID sent into a second room answered with the
+    first room's event and the second send was silently dropped."""
+    sender, device_id, txn_id = body.get("sender"), body.get("device_id"), body.get("txn_id")
+    if not (isinstance(sender, str) and isinstance(device_id, str) and isinstance(txn_id, str)):
+        return None
+    scope = "\x1f".join(str(body.get(k) or "") for k in ("room_id", "type", "redacts"))
+    return sender, device_id, f"{scope}\x1f{txn_id}"
+
+
+def _req_txn_key(req: NewEventRequest) -> tuple[str, str, str] | None:
+    return txn_key({"sender": req.sender, "device_id": req.device_id, "txn_id": req.txn_id,
+                    "room_id": req.room_id, "type": req.type, "redacts": req.redacts})
+
+
 def error_result(e: MatrixError) -> dict[str, Any]:
     return {"error": {"status": e.status, "errcode": e.errcode, "error": e.error, **e.extra}}
 
@@ -202,10 +222,9 @@ class RoomInputProcessor:
         one transaction for every event and every result."""
         results: list[dict[str, Any] | None] = [None] * len(items)
         # Earlier outcomes (a redelivered input, a retried client txn): one round trip.
-        txns = [(b.get("sender"), b.get("device_id"), b.get("txn_id")) for b, _rid in items]
+        txns = [t for t in (txn_key(b) for b, _rid in items) if t is not None]
         prior, known_txns = await self.store.get_prior_outcomes(
-            [rid for _b, rid in items if rid],
-            [t for t in txns if all(isinstance(v, str) for v in t)],  # type: ignore[misc]
+            [rid for _b, rid in items if rid], txns,
         )
         by_room: dict[str, list[tuple[int, NewEventRequest, str | None]]] = {}
         bad: list[tuple[str, dict[str, Any]]] = []
@@ -239,8 +258,7 @@ class RoomInputProcessor:
         ext_before = dict(room.extremities) if room else {}
         try:
             for k, req, rid in group:
-                txn = ((req.sender, req.device_id, req.txn_id)
-                       if req.txn_id is not None and req.device_id is not None else None)
+                txn = _req_txn_key(req)
                 try:
                     if txn is not None and txn in known_txns:
                         result: dict[str, Any] = {"event_id": known_txns[txn]}
@@ -274,9 +292,8 @@ class RoomInputProcessor:
 
     async def send(self, req: NewEventRequest, request_id: str | None = None) -> str:
         """Build, auth-check and commit one local event; returns its event ID."""
-        txn: tuple[str, str, str] | None = None
-        if req.txn_id is not None and req.device_id is not None:
-            txn = (req.sender, req.device_id, req.txn_id)
+        txn = _req_txn_key(req)
+        if txn is not None:
             prior = await self.store.get_txn_event(*txn)
             if prior is not None:
                 return prior

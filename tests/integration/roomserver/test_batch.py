@@ -14,7 +14,7 @@ from libs.storage import Database
 
 from services.roomserver.api import CreateRoomRequest, NewEventRequest
 from services.roomserver.create import random_room_id
-from services.roomserver.input import RoomInputProcessor
+from services.roomserver.input import RoomInputProcessor, txn_key
 from services.roomserver.service import RoomserverService
 from services.roomserver.storage.store import RoomserverStore
 
@@ -161,9 +161,11 @@ async def test_prior_outcomes_in_one_lookup_and_room_version_cache(
     rid = random_room_id(SERVER)
     await processor.create(CreateRoomRequest(creator=A, room_version="11"), rid, None)
     res = await processor.handle_batch([("new_event", _msg(rid, A, "x", txn="t1"), "q1")])
-    results, txns = await store.get_prior_outcomes(["q1", "nope"], [(A, "DEV", "t1"), (A, "DEV", "t2")])
+    k1, k2 = txn_key(_msg(rid, A, "x", txn="t1")), txn_key(_msg(rid, A, "x", txn="t2"))
+    assert k1 is not None and k2 is not None
+    results, txns = await store.get_prior_outcomes(["q1", "nope"], [k1, k2])
     assert results == {"q1": res[0]}
-    assert txns == {(A, "DEV", "t1"): res[0]["event_id"]}
+    assert txns == {k1: res[0]["event_id"]}
     assert await store.get_prior_outcomes([], []) == ({}, {})
     api = RoomserverInternal(store, SERVER, signing_key, None, None)  # type: ignore[arg-type]
     assert await api.room_exists(rid) and not await api.room_exists("!nope:" + SERVER)
