@@ -56,6 +56,8 @@ class RoomRoutesDeps:
     alias_query: Callable[[str], Awaitable[bool]] | None = None
     # `user_query(user_id)` asks the AS owning an unknown local user ID about it.
     user_query: Callable[[str], Awaitable[bool]] | None = None
+    # `network_rooms(instance_id)`: rooms an AS published in its own directory (None: all of them).
+    network_rooms: Callable[[str | None], Awaitable[list[str]]] | None = None
 
 
 def _err(status: int, errcode: str, msg: str, **extra: Any) -> MatrixError:
@@ -544,6 +546,21 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         if await membership_of(room_id, device.user_id) != "join":
             raise _err(403, "M_FORBIDDEN", "You may not delete this alias")
         await rs.remove_alias(alias)
+        # The alias leaves the room's m.room.canonical_alias too (as Synapse), best effort:
+        # the deleter may lack the power to send it.
+        ev = await rs.get_state_event(room_id, "m.room.canonical_alias", "")
+        content = dict(ev.get("content") or {}) if ev else {}
+        alts = content.get("alt_aliases")
+        if content.get("alias") == alias or (isinstance(alts, list) and alias in alts):
+            if content.get("alias") == alias:
+                del content["alias"]
+            if isinstance(alts, list) and alias in alts:
+                content["alt_aliases"] = [a for a in alts if a != alias]
+            try:
+                await send(NewEventRequest(room_id=room_id, type="m.room.canonical_alias",
+                                           sender=device.user_id, state_key="", content=content))
+            except MatrixError:
+                pass
         return {}
 
     @router.get("/rooms/{room_id}/aliases")
@@ -566,8 +583,9 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         await rs.set_room_visibility(room_id, vis)
         return {}
 
-    async def public_rooms(limit: int | None, since: str | None, search: str | None) -> dict[str, Any]:
-        room_ids = await rs.list_public_rooms()
+    async def public_rooms(limit: int | None, since: str | None, search: str | None,
+                           room_ids: list[str] | None = None) -> dict[str, Any]:
+        room_ids = await rs.list_public_rooms() if room_ids is None else room_ids
         chunk = []
         for room_id in room_ids:
             state = await rs.get_current_state(room_id)
@@ -607,7 +625,16 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         if not isinstance(flt, dict):
             raise _err(400, "M_BAD_JSON", "'filter' must be an object")
         term = flt.get("generic_search_term")
-        return await public_rooms(limit, _opt_str(body, "since"), term if isinstance(term, str) else None)
+        # Application services keep their own lists (per third-party network instance).
+        instance = body.get("third_party_instance_id")
+        room_ids: list[str] | None = None
+        if deps.network_rooms is not None:
+            if isinstance(instance, str):
+                room_ids = await deps.network_rooms(instance)
+            elif body.get("include_all_networks") is True:
+                room_ids = list(dict.fromkeys([*await rs.list_public_rooms(), *await deps.network_rooms(None)]))
+        return await public_rooms(limit, _opt_str(body, "since"), term if isinstance(term, str) else None,
+                                  room_ids)
 
     return router
 

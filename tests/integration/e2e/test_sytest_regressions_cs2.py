@@ -331,3 +331,15 @@ async def test_event_endpoint_respects_history_visibility(matrix: MatrixTestClie
     assert (await matrix.request(bob, "GET", f"/rooms/{room}/event/{after}"))["content"]["body"] == "after bob"
     await matrix.request(eve, "GET", f"/rooms/{room}/event/{after}", expect=404)
     await matrix.request(bob, "GET", f"/rooms/{room}/context/{before}", expect=404)
+
+
+async def test_deleting_the_canonical_alias_clears_it(matrix: MatrixTestClient) -> None:
+    # 30rooms/05aliases.pl "Can delete canonical alias"
+    alice = await matrix.register()
+    room = await matrix.create_room(alice)
+    alias = "#canon-del:test.local"
+    await matrix.request(alice, "PUT", f"/directory/room/{quote(alias)}", json={"room_id": room})
+    await matrix.request(alice, "PUT", f"/rooms/{room}/state/m.room.canonical_alias/", json={"alias": alias})
+    await matrix.request(alice, "DELETE", f"/directory/room/{quote(alias)}", json={})
+    got = await matrix.request(alice, "GET", f"/rooms/{room}/state/m.room.canonical_alias/")
+    assert "alias" not in got
