@@ -111,7 +111,8 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
     userapi.client_auth.appservices = appservices
     appservice = (AppserviceService(config, await db("appservice", APPSERVICE_MIGRATIONS), event_log,
                                     registry=appservices, roomserver=roomserver.api, userapi=userapi.api,
-                                    auth=userapi.client_auth.require(allow_guest=False))
+                                    auth=userapi.client_auth.require(allow_guest=False),
+                                    auth_of=userapi.client_auth.appservice_for)
                   if appservices.services else None)
     auth = userapi.client_auth.require(allow_guest=False)
     guest_auth = userapi.client_auth.require(allow_guest=True)
@@ -124,7 +125,8 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
                               extra_client_routers=account_routers, wait_projected=syncapi.api.wait_for_event,
                               ratelimiter=ratelimiter, guest_auth=guest_auth, appservices=appservices,
                               alias_query=appservice.query_alias if appservice is not None else None,
-                              user_query=appservice.query_user if appservice is not None else None)
+                              user_query=appservice.query_user if appservice is not None else None,
+                              network_rooms=appservice.network_rooms if appservice is not None else None)
     profile_sync = ProfileSync(roomserver.api, syncapi.api.wait_for_event)
     userapi.api.profile_change_hooks.append(profile_sync.on_profile_change)
     userapi.api.deactivation_hooks.append(profile_sync.on_deactivated)

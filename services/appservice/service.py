@@ -32,6 +32,7 @@ from fastapi import APIRouter, Depends, Request
 
 from libs.config.model import AppServiceConfig, HomeserverConfig
 from libs.errors import MatrixError
+from libs.http import read_json_body
 from libs.events.client_format import to_client_event
 from libs.log.api import EventLog, Record, TopicSpec
 from libs.log.runner import KeyedRunner
@@ -214,8 +215,10 @@ class AppserviceService:
     def __init__(self, config: HomeserverConfig, db: Database, event_log: EventLog, *,
                  registry: AppServiceRegistry, roomserver: RoomserverAPI, userapi: UserAPI,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 auth: Callable[..., Awaitable[Any]] | None = None) -> None:
+                 auth: Callable[..., Awaitable[Any]] | None = None,
+                 auth_of: Callable[[Request], AppService | None] | None = None) -> None:
         self.config = config
+        self.auth_of = auth_of  # the AS authenticating a request (ClientAuth.appservice_for)
         self.db = db
         self.registry = registry
         self.userapi = userapi
@@ -297,6 +300,15 @@ class AppserviceService:
                     out += got
         return out
 
+    def appservice_for(self, request: Request) -> AppService:
+        svc = self.auth_of(request) if self.auth_of is not None else None
+        if svc is None:
+            raise MatrixError(403, "M_FORBIDDEN", "Only application services may do this")
+        return svc
+
+    async def network_rooms(self, network: str | None) -> list[str]:
+        return await self.store.network_rooms(network)
+
     async def query_user(self, user_id: str) -> bool:
         """Ask the ASes whose users namespace covers `user_id` (True if one answered 2xx)."""
         for svc in self.registry.user_services(user_id):
@@ -328,6 +340,22 @@ def build_thirdparty_routers(service: AppserviceService, auth: Callable[..., Awa
             if meta is None:
                 raise MatrixError(404, "M_NOT_FOUND", f"Unknown protocol {protocol!r}")
             return meta
+
+        @r.put("/directory/list/appservice/{network_id}/{room_id}")
+        async def publish(network_id: str, room_id: str, request: Request, device: Any = Depends(auth)) -> Any:
+            svc = service.appservice_for(request)
+            body = await read_json_body(request, 64 * 1024, allow_empty=True)
+            visibility = body.get("visibility", "public")
+            if visibility not in ("public", "private"):
+                raise MatrixError(400, "M_INVALID_PARAM", "visibility must be 'public' or 'private'")
+            await service.store.publish_room(f"{svc.id}|{network_id}", room_id, visibility == "public")
+            return {}
+
+        @r.delete("/directory/list/appservice/{network_id}/{room_id}")
+        async def unpublish(network_id: str, room_id: str, request: Request, device: Any = Depends(auth)) -> Any:
+            svc = service.appservice_for(request)
+            await service.store.publish_room(f"{svc.id}|{network_id}", room_id, False)
+            return {}
 
         @r.get("/thirdparty/user/{protocol}")
         async def users(protocol: str, request: Request, device: Any = Depends(auth)) -> list[Any]:

@@ -64,3 +64,20 @@ class AppServiceStore:
             await conn.execute(
                 "UPDATE as_state SET pending_txn_id = NULL, pending_upto_seq = NULL"
                 " WHERE as_id = $1 AND pending_txn_id = $2", as_id, txn.txn_id)
+
+    # ---- AS room directories -------------------------------------------------------
+    async def publish_room(self, network: str, room_id: str, public: bool) -> None:
+        if public:
+            await self.db.execute(
+                "INSERT INTO as_room_list (network, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                network, room_id)
+        else:
+            await self.db.execute("DELETE FROM as_room_list WHERE network = $1 AND room_id = $2", network, room_id)
+
+    async def network_rooms(self, network: str | None) -> list[str]:
+        """Rooms of one network's list, or of every AS list (None)."""
+        if network is None:
+            rows = await self.db.fetch("SELECT DISTINCT room_id FROM as_room_list")
+        else:
+            rows = await self.db.fetch("SELECT room_id FROM as_room_list WHERE network = $1", network)
+        return [r["room_id"] for r in rows]

@@ -228,3 +228,24 @@ async def test_thirdparty_lookups(as_env) -> None:
     got = await _call(client, "GET", "/thirdparty/user/ymca?f=ONE", alice)
     assert got == [{"protocol": "ymca", "fields": {"f": "x"}, "userid": "@remote:bridged.example"}]
     assert fake.lookups[-1] == ({"f": "ONE"}, f"Bearer {HS_TOKEN}")
+
+
+async def test_appservice_room_directory(as_env) -> None:
+    _hs, client, _fake = as_env
+    alice = await _user(client, "dave")
+    room = (await _call(client, "POST", "/createRoom", alice,
+                        json={"preset": "public_chat", "visibility": "private"}))["room_id"]
+    instance = "bridge|net"
+
+    async def listed(body: dict[str, Any]) -> bool:
+        got = await _call(client, "POST", "/publicRooms", alice, json=body)
+        return any(e["room_id"] == room for e in got["chunk"])
+
+    r = await _call(client, "PUT", f"/directory/list/appservice/net/{room}", alice, 403, json={"visibility": "public"})
+    assert r["errcode"] == "M_FORBIDDEN"  # only the AS itself
+    await _call(client, "PUT", f"/directory/list/appservice/net/{room}", AS_TOKEN, json={"visibility": "public"})
+    assert not await listed({})  # the main list stays separate
+    assert await listed({"third_party_instance_id": instance})
+    assert await listed({"include_all_networks": True})
+    await _call(client, "DELETE", f"/directory/list/appservice/net/{room}", AS_TOKEN)
+    assert not await listed({"third_party_instance_id": instance})
