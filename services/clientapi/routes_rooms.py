@@ -546,6 +546,21 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         if await membership_of(room_id, device.user_id) != "join":
             raise _err(403, "M_FORBIDDEN", "You may not delete this alias")
         await rs.remove_alias(alias)
+        # The alias leaves the room's m.room.canonical_alias too (as Synapse), best effort:
+        # the deleter may lack the power to send it.
+        ev = await rs.get_state_event(room_id, "m.room.canonical_alias", "")
+        content = dict(ev.get("content") or {}) if ev else {}
+        alts = content.get("alt_aliases")
+        if content.get("alias") == alias or (isinstance(alts, list) and alias in alts):
+            if content.get("alias") == alias:
+                del content["alias"]
+            if isinstance(alts, list) and alias in alts:
+                content["alt_aliases"] = [a for a in alts if a != alias]
+            try:
+                await send(NewEventRequest(room_id=room_id, type="m.room.canonical_alias",
+                                           sender=device.user_id, state_key="", content=content))
+            except MatrixError:
+                pass
         return {}
 
     @router.get("/rooms/{room_id}/aliases")
