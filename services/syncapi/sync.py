@@ -55,6 +55,8 @@ class SyncEngine:
         self.notifier = notifier
         self.typing = typing
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        # (user, device) -> to-device position already deleted up to by this instance.
+        self._to_device_acked: dict[tuple[str, str], int] = {}
 
     def current_token(self) -> StreamToken:
         p = self.positions
@@ -107,7 +109,7 @@ class SyncEngine:
         knocked: dict[str, Any] = {}
 
         changes: dict[str, list[StateDelta]] = {}
-        if since is not None:
+        if since is not None and since.events < now.events:  # (an empty range needs no query)
             for d in await self.store.membership_changes(req.user_id, since.events, now.events):
                 changes.setdefault(d.room_id, []).append(d)
 
@@ -118,9 +120,11 @@ class SyncEngine:
             active |= {r for r in joined_ids if r in changes}
             active |= set(self.typing.changed_rooms(joined_ids, since.typing))
         receipts_by_room: dict[str, list[ReceiptRow]] = {}
-        for r in await self.store.receipts(joined_ids, since.receipts if since else 0, now.receipts):
-            receipts_by_room.setdefault(r.room_id, []).append(r)
-        acc_rows = await self.store.account_data(req.user_id, since.account_data if since else 0, now.account_data)
+        if since is None or since.receipts < now.receipts:
+            for r in await self.store.receipts(joined_ids, since.receipts if since else 0, now.receipts):
+                receipts_by_room.setdefault(r.room_id, []).append(r)
+        acc_rows = (await self.store.account_data(req.user_id, since.account_data if since else 0, now.account_data)
+                    if since is None or since.account_data < now.account_data else [])
         room_acc: dict[str, list[dict[str, Any]]] = {}
         global_acc: list[dict[str, Any]] = []
         for room_id, dtype, content in acc_rows:
@@ -138,7 +142,7 @@ class SyncEngine:
                 newly = since is not None and await self._newly_joined(m.room_id, req.user_id, since.events,
                                                                        changes.get(m.room_id, []))
                 return "join", await self._joined_room(
-                    req, m.room_id, since, now, now_ms, full=(since is None or req.full_state or newly),
+                    req, m.room_id, since, now, now_ms, full=(since is None or req.full_state or newly), newly=newly,
                     receipts=receipts_by_room.get(m.room_id, []), account_data=room_acc.get(m.room_id, []))
             if m.membership == "invite" and (since is None or m.room_id in changes):
                 if ignored and await self._invited_by(m) in ignored:
@@ -244,9 +248,11 @@ class SyncEngine:
 
     async def _joined_room(self, req: SyncRequest, room_id: str, since: StreamToken | None, now: StreamToken,
                            now_ms: int, *, full: bool, receipts: list[ReceiptRow],
-                           account_data: list[dict[str, Any]]) -> dict[str, Any] | None:
+                           account_data: list[dict[str, Any]], newly: bool = False) -> dict[str, Any] | None:
         rf = req.filter.room
-        after = since.events if (since is not None) else 0
+        # A room joined since `since` gets its timeline as in an initial sync (the latest
+        # events, limited if there are more), as Synapse does; state is then what precedes it.
+        after = since.events if (since is not None and not newly) else 0
         vis = await Visibility.load(self.store, room_id, req.user_id, "join", min_pos=after + 1)
         tl = await self._timeline(room_id, after=after, upto=now.events, flt=rf.timeline, vis=vis)
         timeline = await format_events(self.store, tl.rows, device_id=req.device_id, now_ms=now_ms)
@@ -442,8 +448,10 @@ class SyncEngine:
         if since is None:
             return out
         all_joined = [m.room_id for m in memberships if m.membership == "join"]
-        key_changed = await self.store.device_list_changes(since.device_lists, now.device_lists)
-        member_deltas = await self.store.member_deltas_in(all_joined, since.events, now.events)
+        key_changed = (await self.store.device_list_changes(since.device_lists, now.device_lists)
+                       if since.device_lists < now.device_lists else [])
+        member_deltas = (await self.store.member_deltas_in(all_joined, since.events, now.events)
+                         if since.events < now.events else [])
         own_left = [r for r, ds in changes.items() if ds and ds[-1].membership in ("leave", "ban")]
         if not key_changed and not member_deltas and not own_left:
             return out
@@ -474,9 +482,13 @@ class SyncEngine:
         if req.device_id is None:
             return [], now.to_device
         after = since.to_device if since is not None else 0
-        if since is not None and after > 0:
-            # The client has these: it synced with a token beyond them.
+        if since is not None and after > self._to_device_acked.get((req.user_id, req.device_id), 0):
+            # The client has these: it synced with a token beyond them. (Once per
+            # position: repeating the delete on every long-poll is a write per /sync.)
             await self.store.delete_to_device_upto(req.user_id, req.device_id, after)
+            self._to_device_acked[(req.user_id, req.device_id)] = after
+        if after >= now.to_device:
+            return [], now.to_device
         msgs = await self.store.to_device_messages(req.user_id, req.device_id, after, now.to_device, MAX_TO_DEVICE)
         pos = msgs[-1].stream_pos if len(msgs) == MAX_TO_DEVICE else now.to_device
         return [{"sender": m.sender, "type": m.type, "content": m.content} for m in msgs], pos
