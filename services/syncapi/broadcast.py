@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from libs.storage import Connection, Database
+from services.syncapi.activity import SyncActivity
 from services.syncapi.streams import Notifier, Positions
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ async def publish(conn: Connection, channel: str | None, stream: str, pos: int, 
     await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
 
 
-def apply_payload(payload: str, positions: Positions, notifier: Notifier) -> bool:
+def apply_payload(payload: str, positions: Positions, notifier: Notifier,
+                  activity: SyncActivity | None = None) -> bool:
     """Apply one announcement; False (and nothing done) if it is malformed."""
     try:
         obj = json.loads(payload)
@@ -46,23 +48,28 @@ def apply_payload(payload: str, positions: Positions, notifier: Notifier) -> boo
         return False
     if stream not in _STREAMS or not isinstance(pos, int) or not isinstance(keys, list):
         return False
+    keys = [k for k in keys if isinstance(k, str)]
+    if activity is not None:
+        activity.note(stream, pos, keys)
     positions.advance(stream, pos)
-    notifier.notify([k for k in keys if isinstance(k, str)])
+    notifier.notify(keys)
     return True
 
 
 class PgPositionListener:
     """Holds one pooled connection LISTENing on the syncapi channel."""
 
-    def __init__(self, db: Database, positions: Positions, notifier: Notifier) -> None:
+    def __init__(self, db: Database, positions: Positions, notifier: Notifier,
+                 activity: SyncActivity | None = None) -> None:
         self.db = db
         self.channel = channel_for(db)
         self.positions = positions
         self.notifier = notifier
+        self.activity = activity
         self._conn: Any = None
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        if not apply_payload(payload, self.positions, self.notifier):
+        if not apply_payload(payload, self.positions, self.notifier, self.activity):
             log.warning("ignoring malformed sync position announcement %r", payload[:200])
 
     async def start(self) -> None:

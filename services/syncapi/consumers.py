@@ -32,6 +32,7 @@ from services.syncapi.api import (
     ToDeviceRecord,
     TypingRecord,
 )
+from services.syncapi.activity import SyncActivity
 from services.syncapi.broadcast import channel_for, publish
 from services.syncapi.storage.store import SyncStore
 from services.syncapi.streams import Notifier, Positions, TypingState
@@ -114,13 +115,15 @@ def _redacts(pdu: dict[str, Any]) -> str | None:
 
 class SyncProjector:
     def __init__(self, store: SyncStore, positions: Positions, notifier: Notifier, typing: TypingState,
-                 roomserver: RoomserverAPI | None, userapi: UserAPI | None) -> None:
+                 roomserver: RoomserverAPI | None, userapi: UserAPI | None,
+                 activity: SyncActivity | None = None) -> None:
         self.store = store
         self.positions = positions
         self.notifier = notifier
         self.typing = typing
         self.roomserver = roomserver
         self.userapi = userapi
+        self.activity = activity or SyncActivity()
         self.channel = channel_for(store.db)
 
     # ---- roomserver.output ----------------------------------------------------
@@ -159,6 +162,8 @@ class SyncProjector:
                     done.append(applied)
                     results[i] = True
         if done:
+            for pos, keys in done:  # (before the advance: a /sync seeing the position sees these)
+                self.activity.note("events", pos, keys)
             self.positions.advance("events", max(pos for pos, _ in done))
             self.notifier.notify([k for _, keys in done for k in keys])
         return results
@@ -273,6 +278,9 @@ class SyncProjector:
         keys = [f"r:{room_id}", f"e:{event_id}"]
         if pdu.get("type") == "m.room.member" and isinstance(pdu.get("state_key"), str):
             keys.append(f"u:{pdu['state_key']}")
+        # Every membership this changed (state from a join or a resolved fork too):
+        # those users' room lists changed.
+        keys += sorted({f"u:{k[1]}" for k in pending_changes if k[0] == "m.room.member"} - set(keys))
         await publish(tx, self.channel, "events", pos, keys)
         return pos, keys
 
@@ -349,6 +357,7 @@ class SyncProjector:
             pos = await self.store.next_pos(tx, "account_data")
             await self.store.upsert_account_data(tx, rec.user_id, rec.room_id, rec.data_type, content, pos)
             await publish(tx, self.channel, "account_data", pos, [f"u:{rec.user_id}"])
+        self.activity.note("account_data", pos, [f"u:{rec.user_id}"])
         self.positions.advance("account_data", pos)
         self.notifier.notify([f"u:{rec.user_id}"])
         return True

@@ -12,6 +12,7 @@ from libs.config.model import HomeserverConfig
 from libs.log.api import EventLog
 from libs.storage import Database
 from services.roomserver.api import RoomserverAPI
+from services.syncapi.activity import SyncActivity
 from services.syncapi.broadcast import PgPositionListener
 from services.syncapi.consumers import SyncConsumers, SyncProjector
 from services.syncapi.history import History
@@ -45,11 +46,13 @@ class SyncService:
         self.notifier = Notifier()
         self.typing = TypingState(clock_ms=clock_ms)
         self.presence = PresenceState()
-        self.projector = SyncProjector(self.store, self.positions, self.notifier, self.typing, roomserver, userapi)
+        self.activity = SyncActivity()
+        self.projector = SyncProjector(self.store, self.positions, self.notifier, self.typing, roomserver, userapi,
+                                       activity=self.activity)
         self.engine = SyncEngine(self.store, self.positions, self.notifier, self.typing, clock_ms=clock_ms,
-                                 presence=self.presence)
+                                 presence=self.presence, activity=self.activity)
         self.history = History(self.store, self.positions, clock_ms=clock_ms)
-        self.api = SyncInternal(self.store, self.engine, self.notifier)
+        self.api = SyncInternal(self.store, self.engine, self.notifier, activity=self.activity)
         if auth is None:
             from services.userapi.client_auth import ClientAuth
             auth = ClientAuth(userapi, config).require(allow_guest=True)
@@ -65,7 +68,7 @@ class SyncService:
         self.readiness_checks: list[Callable[[], Awaitable[bool]]] = [self._db_ready]
         self._typing_task: asyncio.Task[Any] | None = None
         # Other replicas' writes advance our positions and wake our long-polls.
-        self.position_listener = PgPositionListener(db, self.positions, self.notifier)
+        self.position_listener = PgPositionListener(db, self.positions, self.notifier, self.activity)
 
     async def _apply_presence(self, rec: PresenceRecord) -> None:
         if self.presence_consumer is not None:
@@ -89,6 +92,7 @@ class SyncService:
     async def start(self) -> None:
         await self.position_listener.start()  # before loading: no announcement falls in between
         await self.load_positions()
+        self.activity.start(self.positions.events)  # (from here on every event is noted)
         if self.consumers is not None:
             await self.consumers.start()
         if self.presence_consumer is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libs.events.client_format import strip_to_state
+from services.syncapi.activity import SyncActivity
 from services.syncapi.api import StreamToken
 from services.syncapi.filters import DEFAULT_TIMELINE_LIMIT, EventFilter, SyncFilter, apply_event_fields
 from services.syncapi.storage.store import EventRow, MembershipRow, ReceiptRow, StateDelta, SyncStore
@@ -48,8 +49,12 @@ class _RoomTimeline:
 
 class SyncEngine:
     def __init__(self, store: SyncStore, positions: Positions, notifier: Notifier, typing: TypingState,
-                 clock_ms: Callable[[], int] | None = None, presence: PresenceState | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None, presence: PresenceState | None = None,
+                 activity: SyncActivity | None = None) -> None:
         self.store = store
+        # What was projected since start-up: lets the incremental path skip rooms
+        # (and queries) with nothing new. Unstarted, it defers everything to the database.
+        self.activity = activity or SyncActivity()
         self.presence = presence or PresenceState()
         self.positions = positions
         self.notifier = notifier
@@ -68,7 +73,7 @@ class SyncEngine:
     async def sync(self, req: SyncRequest) -> dict[str, Any]:
         deadline = time.monotonic() + max(0, req.timeout_ms) / 1000
         while True:
-            rooms = await self.store.rooms_for_user(req.user_id)
+            rooms = await self.activity.rooms_for_user(self.store, req.user_id)
             keys = [f"u:{req.user_id}"] + [f"r:{m.room_id}" for m in rooms if m.membership == "join"]
             listener = self.notifier.listen(keys)
             try:
@@ -94,7 +99,7 @@ class SyncEngine:
                 account_data=min(since.account_data, now.account_data),
                 device_lists=min(since.device_lists, now.device_lists), presence=since.presence)
         if memberships is None:
-            memberships = await self.store.rooms_for_user(req.user_id)
+            memberships = await self.activity.rooms_for_user(self.store, req.user_id)
         ignored = await self.ignored_users(req.user_id)
         if ignored:
             # Events (and invites) from ignored users are never shown (spec "Ignoring Users").
@@ -109,14 +114,17 @@ class SyncEngine:
         knocked: dict[str, Any] = {}
 
         changes: dict[str, list[StateDelta]] = {}
-        if since is not None and since.events < now.events:  # (an empty range needs no query)
+        if (since is not None and since.events < now.events  # (an empty range needs no query)
+                and not self.activity.membership_unchanged(req.user_id, since.events)):
             for d in await self.store.membership_changes(req.user_id, since.events, now.events):
                 changes.setdefault(d.room_id, []).append(d)
 
         joined_ids = [m.room_id for m in memberships if m.membership == "join" and rf.allows_room(m.room_id)]
         active: set[str] = set(joined_ids)
         if since is not None and not req.full_state:
-            active = await self.store.rooms_with_events(joined_ids, since.events, now.events)
+            known = self.activity.rooms_with_events(joined_ids, since.events)
+            active = (known if known is not None
+                      else await self.store.rooms_with_events(joined_ids, since.events, now.events))
             active |= {r for r in joined_ids if r in changes}
             active |= set(self.typing.changed_rooms(joined_ids, since.typing))
         receipts_by_room: dict[str, list[ReceiptRow]] = {}
@@ -200,7 +208,7 @@ class SyncEngine:
         return presence_events(self.presence, users, since.presence if since else None, self.clock_ms)
 
     async def ignored_users(self, user_id: str) -> set[str]:
-        return await self.store.ignored_users(user_id)
+        return await self.activity.ignored_users(self.store, user_id)
 
     async def _invited_by(self, m: MembershipRow) -> str | None:
         rows = await self.store.events_by_ids([m.event_id])

@@ -343,3 +343,27 @@ async def test_deleting_the_canonical_alias_clears_it(matrix: MatrixTestClient) 
     await matrix.request(alice, "DELETE", f"/directory/room/{quote(alias)}", json={})
     got = await matrix.request(alice, "GET", f"/rooms/{room}/state/m.room.canonical_alias/")
     assert "alias" not in got
+
+
+async def test_newly_joined_room_timeline_is_like_an_initial_sync(matrix: MatrixTestClient) -> None:
+    # 31sync/07invited.pl "Newly joined room is included in an incremental sync after invite",
+    # 31sync/03joined.pl "Newly joined room has correct timeline in incremental sync".
+    creator, user = await matrix.register(), await matrix.register()
+    room = await matrix.create_room(creator)
+    since = (await matrix.sync(user))["next_batch"]
+    await matrix.request(creator, "POST", f"/rooms/{room}/invite", json={"user_id": user.user_id})
+    since = (await matrix.sync_until(user, lambda r: room in r["rooms"]["invite"], since=since))["next_batch"]
+    await matrix.join(user, room)
+    joined = (await matrix.sync_until(user, lambda r: room in r["rooms"]["join"], since=since))["rooms"]["join"][room]
+    types = [e["type"] for e in joined["timeline"]["events"]]
+    assert types[0] == "m.room.create" and joined["timeline"]["limited"] is False
+    assert joined["state"]["events"] == []
+    # More events than the timeline limit: the newest ones, limited, the rest in state.
+    room2 = await matrix.create_room(creator, preset="public_chat")
+    for i in range(12):
+        await matrix.send(creator, room2, f"m{i}")
+    since = (await matrix.sync(user))["next_batch"]
+    await matrix.join(user, room2)
+    j2 = (await matrix.sync_until(user, lambda r: room2 in r["rooms"]["join"], since=since))["rooms"]["join"][room2]
+    assert j2["timeline"]["limited"] is True and len(j2["timeline"]["events"]) == 10
+    assert any(e["type"] == "m.room.create" for e in j2["state"]["events"])
