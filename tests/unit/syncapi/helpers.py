@@ -12,6 +12,7 @@ from libs.events.room_versions import get_room_version
 from libs.events.signing import SigningKey
 from libs.storage import Database, open_database
 from services.roomserver.api import OutputNewEvent
+from services.syncapi.activity import SyncActivity
 from services.syncapi.consumers import SyncProjector
 from services.syncapi.storage.store import MIGRATIONS_PACKAGE, SyncStore
 from services.syncapi.streams import Notifier, Positions, TypingState
@@ -153,8 +154,13 @@ async def make_harness(db: Database) -> Harness:
     notifier = Notifier()
     typing = TypingState(clock_ms=lambda: clock[0])
     rs, ua = FakeRoomserver(), FakeUserAPI()
-    projector = SyncProjector(store, positions, notifier, typing, rs, ua)  # type: ignore[arg-type]
-    engine = SyncEngine(store, positions, notifier, typing, clock_ms=lambda: clock[0])
+    # One started activity tracker shared as in SyncService: the tests exercise the
+    # in-memory incremental path (rooms with nothing new cost no query).
+    activity = SyncActivity()
+    activity.start(positions.events)
+    projector = SyncProjector(store, positions, notifier, typing, rs, ua,  # type: ignore[arg-type]
+                              activity=activity)
+    engine = SyncEngine(store, positions, notifier, typing, clock_ms=lambda: clock[0], activity=activity)
     return Harness(db, store, positions, notifier, typing, projector, engine, rs, ua, clock)
 
 
