@@ -422,6 +422,11 @@ class SyncConsumers:
             await r.stop()
         self._runners.clear()
 
+    def output_assigned(self) -> bool:
+        """True once the projection consumer (roomserver.output) owns partitions: until
+        then (start-up, a rebalance) nothing here projects, so /ready must say no."""
+        return bool(self._runners) and bool(self._runners[0].consumer.assignment())
+
     @staticmethod
     def _decode(record: Record) -> Any:
         try:

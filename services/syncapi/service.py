@@ -66,6 +66,8 @@ class SyncService:
             PresenceConsumer(log, self.presence, self.store, self.notifier, instance_id=self.consumers.instance_id)
             if log is not None and self.consumers is not None else None)
         self.readiness_checks: list[Callable[[], Awaitable[bool]]] = [self._db_ready]
+        if self.consumers is not None:
+            self.readiness_checks.append(self._consumer_ready)
         self._typing_task: asyncio.Task[Any] | None = None
         # Other replicas' writes advance our positions and wake our long-polls.
         self.position_listener = PgPositionListener(db, self.positions, self.notifier, self.activity)
@@ -82,6 +84,9 @@ class SyncService:
             return True
         except Exception:
             return False
+
+    async def _consumer_ready(self) -> bool:
+        return self.consumers is not None and self.consumers.output_assigned()
 
     async def load_positions(self) -> None:
         pos = await self.store.positions()

@@ -11,9 +11,7 @@ import pytest
 from .conftest import Cluster
 from .harness import SyncCollector, check_exactly_once_in_order, create_room, join, register, send_until_acked
 
-pytestmark = [pytest.mark.cluster, pytest.mark.xfail(strict=False, reason=(
-    "known issue: with 2 syncapi replicas some acknowledged events never reach a /sync client "
-    "(cross-replica sync positions; under investigation, see docs/architecture.md Cluster mode)"))]
+pytestmark = [pytest.mark.cluster]
 
 ROOMS = 12
 PER_ROOM = 8

@@ -75,3 +75,31 @@ async def test_second_replica_wakes_and_serves() -> None:
         conn = await asyncpg.connect(PG)
         await conn.execute(f'DROP SCHEMA IF EXISTS "{prefix}syncapi" CASCADE')
         await conn.close()
+
+
+async def test_ready_only_once_the_projection_consumer_is_assigned(tmp_path) -> None:
+    from libs.log.embedded import EmbeddedLog
+
+    db = await open_database(DatabaseConfig(kind="sqlite", sqlite_dir=str(tmp_path / "db")), "syncapi",
+                             MIGRATIONS_PACKAGE)
+    lg = EmbeddedLog(str(tmp_path / "log.sqlite3"), fsync=False)
+    await lg.start()
+
+    async def auth(_r):  # routes are not exercised here
+        raise AssertionError
+
+    svc = SyncService(HomeserverConfig(), db, lg, roomserver=FakeRoomserver(), userapi=FakeUserAPI(), auth=auth)  # type: ignore[arg-type]
+    try:
+        assert [await c() for c in svc.readiness_checks] == [True, False]  # DB up, nothing assigned yet
+        await svc.start()
+        for _ in range(200):
+            if all([await c() for c in svc.readiness_checks]):
+                break
+            await asyncio.sleep(0.01)
+        assert all([await c() for c in svc.readiness_checks])
+        await svc.stop()
+        assert not await svc.readiness_checks[1]()
+    finally:
+        await svc.stop()
+        await lg.stop()
+        await db.close()
