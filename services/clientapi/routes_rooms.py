@@ -354,7 +354,23 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
             return {"event_id": existing["event_id"]}
         event_id = await send(NewEventRequest(room_id=room_id, type=event_type, sender=device.user_id,
                                               state_key=state_key, content=body))
+        if event_type == "m.room.guest_access" and state_key == "" and body.get("guest_access") != "can_join":
+            await _remove_guests(room_id)
         return {"event_id": event_id}
+
+    async def _remove_guests(room_id: str) -> None:
+        """Guest access revoked: joined guests leave (as in Synapse), best effort."""
+        for user_id in await rs.get_joined_members(room_id):
+            if not user_id.endswith(":" + deps.server_name):
+                continue
+            account = await deps.userapi.get_account(user_id)
+            if account is None or not account.is_guest:
+                continue
+            try:
+                await send(NewEventRequest(room_id=room_id, type="m.room.member", sender=user_id,
+                                           state_key=user_id, content={"membership": "leave"}))
+            except MatrixError:
+                pass
 
     @router.put("/rooms/{room_id}/state/{event_type}/{state_key:path}")
     async def put_state_key(room_id: str, event_type: str, state_key: str, request: Request,

@@ -367,3 +367,22 @@ async def test_newly_joined_room_timeline_is_like_an_initial_sync(matrix: Matrix
     j2 = (await matrix.sync_until(user, lambda r: room2 in r["rooms"]["join"], since=since))["rooms"]["join"][room2]
     assert j2["timeline"]["limited"] is True and len(j2["timeline"]["events"]) == 10
     assert any(e["type"] == "m.room.create" for e in j2["state"]["events"])
+
+
+async def test_guests_leave_when_guest_access_is_revoked(matrix: MatrixTestClient, client, homeserver) -> None:
+    # 30rooms/13guestaccess.pl "Guest users are kicked from guest_access rooms on revocation of guest_access"
+    alice, bob = await matrix.register(), await matrix.register()
+    room = await matrix.create_room(alice, preset="public_chat")
+    await matrix.request(alice, "PUT", f"/rooms/{room}/state/m.room.guest_access/", json={"guest_access": "can_join"})
+    # Guest registration is off in the test config: make the guest account directly.
+    userapi = next(s for s in homeserver.services if type(s).__name__ == "UserapiService").api
+    guest_id = (await userapi.create_account("guest1", None, is_guest=True)).user_id
+    login = await userapi.create_device(guest_id, None, None)
+    guest_headers = {"Authorization": f"Bearer {login.access_token}"}
+    r = await client.post(f"/_matrix/client/v3/join/{quote(room, safe='')}", headers=guest_headers, json={})
+    assert r.status_code == 200, r.text
+    await matrix.join(bob, room)
+    await matrix.request(alice, "PUT", f"/rooms/{room}/state/m.room.guest_access/", json={"guest_access": "forbidden"})
+    got = await matrix.request(alice, "GET", f"/rooms/{room}/state/m.room.member/{guest_id}")
+    assert got["membership"] == "leave"
+    assert (await matrix.request(alice, "GET", f"/rooms/{room}/state/m.room.member/{bob.user_id}"))["membership"] == "join"
