@@ -10,7 +10,7 @@ from services.clientapi.routes.common import AccountRoutesContext, Body, client_
 from services.userapi.api import UIA_REGISTER
 from services.userapi.identifiers import new_localpart
 from services.userapi.passwords import MAX_PASSWORD_LENGTH
-from services.userapi.uia import STAGE_DUMMY, STAGE_TOKEN, UIARequired
+from services.userapi.uia import STAGE_DUMMY, STAGE_TOKEN
 
 # Registration parameters a UIA session carries over to its later requests.
 _REMEMBERED = {"username", "password", "device_id", "initial_device_display_name", "inhibit_login"}
@@ -107,8 +107,10 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
         try:
             await ctx.userapi.check_user_interactive_auth(UIA_REGISTER, available_flows, body.auth,
                                                           keep_session=True)
-        except UIARequired as e:
-            sid = e.body.get("session")
+        except MatrixError as e:
+            # A UIA 401 (UIARequired in-process; a MatrixError with the same body when the
+            # userapi is reached over the internal RPC in the cluster).
+            sid = (e.body or {}).get("session") if e.status == 401 else None
             if isinstance(sid, str) and not stored:
                 data = body.model_dump(include=_REMEMBERED - {"password"}, exclude_none=True)
                 if body.password is not None:  # only its hash is kept
