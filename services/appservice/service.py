@@ -19,7 +19,6 @@ addresses are allowed; TLS is verified unless `appservice.verify_tls: false`, wi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 import time
@@ -39,7 +38,7 @@ from libs.log.runner import KeyedRunner
 from libs.storage import Database
 from services.appservice.registration import AppService, AppServiceRegistry
 from services.appservice.storage.store import AppServiceStore
-from services.roomserver.api import TOPIC_OUTPUT, RoomserverAPI
+from services.roomserver.api import TOPIC_OUTPUT, RoomserverAPI, decode_output_record
 from services.userapi.api import UserAPI
 
 log = logging.getLogger(__name__)
@@ -181,15 +180,9 @@ class OutputConsumer:
             self.runner = None
 
     async def handle(self, record: Record) -> None:
-        try:
-            obj = json.loads(record.value)
-        except ValueError:
-            return
-        if not isinstance(obj, dict) or not isinstance(obj.get("event"), dict):
-            return
-        if obj.get("rejected") or obj.get("soft_failed"):
-            return
-        await self.handle_event(obj["event"])
+        rec = decode_output_record(record.value)
+        if rec is not None:
+            await self.handle_event(rec["event"])
 
     async def handle_event(self, event: dict[str, Any]) -> None:
         room_id = event.get("room_id")

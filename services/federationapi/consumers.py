@@ -3,14 +3,13 @@ the room (servers of the joined members in current state, plus the server of the
 target of a membership event, so a kicked or invited server hears of it)."""
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from libs.events.room_versions import EventFormat, UnsupportedRoomVersion, get_room_version
 from libs.log.api import EventLog, Record, TopicSpec
 from libs.log.runner import KeyedRunner
-from services.roomserver.api import TOPIC_OUTPUT, RoomserverAPI
+from services.roomserver.api import TOPIC_OUTPUT, RoomserverAPI, decode_output_record
 
 from .queue import OutboundQueue
 
@@ -57,13 +56,8 @@ class OutputConsumer:
             self.runner = None
 
     async def handle(self, record: Record) -> None:
-        try:
-            obj = json.loads(record.value)
-        except ValueError:
-            return
-        if not isinstance(obj, dict) or not isinstance(obj.get("event"), dict):
-            return
-        if obj.get("rejected") or obj.get("soft_failed"):
+        obj = decode_output_record(record.value)
+        if obj is None:
             return
         event: dict[str, Any] = obj["event"]
         if _domain(event.get("sender")) != self.server_name:

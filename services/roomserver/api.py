@@ -119,3 +119,20 @@ class RoomserverAPI(Protocol):
     async def set_room_visibility(self, room_id: str, visibility: str) -> None: ...
     async def get_room_visibility(self, room_id: str) -> str: ...
     async def list_public_rooms(self) -> list[str]: ...
+
+
+def decode_output_record(value: bytes) -> dict[str, Any] | None:
+    """A `roomserver.output` record (the `OutputNewEvent` JSON) that consumers should
+    act on, or None for records that are malformed, rejected or soft-failed (never
+    delivered onwards). `record["event"]` is the PDU."""
+    import json
+
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("event"), dict):
+        return None
+    if obj.get("rejected") or obj.get("soft_failed"):
+        return None
+    return obj
