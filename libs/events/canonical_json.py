@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 try:  # optional accelerator; identical output (checked by the differential tests)
     import orjson as _orjson
@@ -74,32 +74,18 @@ _STR, _INT, _BOOL, _DICT, _LIST, _TUPLE = str, int, bool, dict, list, tuple
 # orjson (strict-integer mode) already rejects big ints, non-str keys and lone
 # surrogates; what it lets through is floats. These scans find any leaf that is not
 # str/int/bool/None quickly (bounded depth: orjson refused anything deeper than 255).
-def _odd_leaf_in_dict(d: dict[str, Any]) -> bool:
-    for v in d.values():
+def _odd_leaf(values: Iterable[Any]) -> bool:
+    """True if any leaf under `values` (a dict's values or a list's items) is not
+    str/int/bool/None."""
+    for v in values:
         t = type(v)
         if t is _STR or t is _INT or t is _BOOL or v is None:
             continue
         if t is _DICT:
-            if _odd_leaf_in_dict(v):
+            if _odd_leaf(v.values()):
                 return True
         elif t is _LIST or t is _TUPLE:
-            if _odd_leaf_in_list(v):
-                return True
-        else:
-            return True
-    return False
-
-
-def _odd_leaf_in_list(items: list[Any] | tuple[Any, ...]) -> bool:
-    for v in items:
-        t = type(v)
-        if t is _STR or t is _INT or t is _BOOL or v is None:
-            continue
-        if t is _DICT:
-            if _odd_leaf_in_dict(v):
-                return True
-        elif t is _LIST or t is _TUPLE:
-            if _odd_leaf_in_list(v):
+            if _odd_leaf(v):
                 return True
         else:
             return True
@@ -180,9 +166,9 @@ def encode_canonical_json(value: Any, *, strict: bool = True) -> bytes:
         return out
     t = type(value)
     if t is _DICT:
-        odd = _odd_leaf_in_dict(value)
+        odd = _odd_leaf(value.values())
     elif t is _LIST or t is _TUPLE:
-        odd = _odd_leaf_in_list(value)
+        odd = _odd_leaf(value)
     else:
         odd = not (t is _STR or t is _INT or t is _BOOL or value is None)
     if odd:

@@ -50,7 +50,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from .api import Consumer, Producer, Record, TopicPartition
 
@@ -333,6 +333,15 @@ class KeyedRunner:
         assert self.batch_handler is not None
         await self.batch_handler([rec])
 
+    async def _counted(self, call: Callable[[Any], Awaitable[None]], arg: Any) -> None:
+        """Run one handler call inside the concurrency bound, counted as in flight."""
+        async with self._sem:
+            self._in_flight += 1
+            try:
+                await call(arg)
+            finally:
+                self._in_flight -= 1
+
     async def _process_batch(self, recs: list[Record]) -> int:
         """One batch_handler call for ``recs``; on failure, each record alone with
         retries. Returns how many of ``recs`` (from the start) are finished."""
@@ -341,12 +350,7 @@ class KeyedRunner:
             raise _Abandoned()
         started = time.perf_counter()
         try:
-            async with self._sem:
-                self._in_flight += 1
-                try:
-                    await self.batch_handler(recs)
-                finally:
-                    self._in_flight -= 1
+            await self._counted(self.batch_handler, recs)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -380,12 +384,7 @@ class KeyedRunner:
             attempt += 1
             started = time.perf_counter()
             try:
-                async with self._sem:
-                    self._in_flight += 1
-                    try:
-                        await self.handler(rec)
-                    finally:
-                        self._in_flight -= 1
+                await self._counted(self.handler, rec)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
