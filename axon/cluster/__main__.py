@@ -142,12 +142,33 @@ def cmd_nginx(a: argparse.Namespace) -> int:
     return 0
 
 
-def _all_alive(pids_file: str) -> bool:
+def _dead_processes(pids_file: str) -> list[list[str]]:
+    """Lines of the PID file ("pid what name port") whose process is gone."""
+    dead = []
     with open(pids_file, encoding="utf-8") as f:
         for line in f:
-            if line.strip() and not os.path.exists(f"/proc/{line.split()[0]}"):
-                return False
-    return True
+            parts = line.split()
+            if parts and not os.path.exists(f"/proc/{parts[0]}"):
+                dead.append(parts)
+    return dead
+
+
+def _report_dead(pids_file: str, dead: list[list[str]]) -> None:
+    """Name each process that died and show the end of its log, so a failed start says why."""
+    logs = os.path.join(os.path.dirname(os.path.abspath(pids_file)), "logs")
+    for parts in dead:
+        pid, what, name, port = (parts + ["?"] * 4)[:4]
+        print(f"a process exited during start-up: {name} port {port} (pid {pid}, {what})", file=sys.stderr)
+        candidates = ["nginx.log", "nginx-error.log"] if what == "nginx" else [f"{name}-{port}.log"]
+        for fname in candidates:
+            path = os.path.join(logs, fname)
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    tail = f.readlines()[-40:]
+            except OSError:
+                continue
+            print(f"--- last lines of {path} ---", file=sys.stderr)
+            sys.stderr.write("".join(tail))
 
 
 def cmd_wait_ready(a: argparse.Namespace) -> int:
@@ -158,8 +179,9 @@ def cmd_wait_ready(a: argparse.Namespace) -> int:
     deadline = time.monotonic() + a.timeout
     pending = list(targets)
     while pending and time.monotonic() < deadline:
-        if a.pids and not _all_alive(a.pids):
-            print("a process exited during start-up", file=sys.stderr)
+        dead = _dead_processes(a.pids) if a.pids else []
+        if dead:
+            _report_dead(a.pids, dead)
             return 1
         still = []
         for url in pending:

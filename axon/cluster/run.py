@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 
 from libs.config.model import HomeserverConfig
 
@@ -31,10 +32,21 @@ async def serve_service(name: str, cfg: HomeserverConfig) -> None:
             loop.add_signal_handler(sig, on_signal)
         except NotImplementedError:  # pragma: no cover - non-Unix
             pass
+    # Take the port before connecting to Kafka and PostgreSQL: a port that is taken fails the start
+    # at once, and our own outgoing connections can no longer land on it first.
+    sock = socket.socket(socket.AF_INET6 if ":" in cfg.listen.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((cfg.listen.host, cfg.listen.port))
+    except OSError:
+        sock.close()
+        await proc.stop()
+        raise
     try:
         await proc.start()
         log.warning("Axon %s (%s) serving on http://%s:%d", name, proc.instance_id, cfg.listen.host,
                     cfg.listen.port)
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
+        sock.close()
         await proc.stop()

@@ -6,7 +6,6 @@ session, stopped at the end (only the processes it started)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -15,6 +14,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from tests.ports import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,27 +36,6 @@ class Cluster:
         return out
 
 
-def _free_port_block(n: int) -> int:
-    """A base port with n free ports after it (best effort)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + n >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
-
-
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory) -> Cluster:
     pg, kafka = os.environ.get("AXON_TEST_POSTGRES"), os.environ.get("AXON_TEST_KAFKA")
@@ -64,7 +44,7 @@ def cluster(tmp_path_factory) -> Cluster:
     pgu = urlparse(pg)
     run_dir = tmp_path_factory.mktemp("cluster")
     tag = uuid.uuid4().hex[:8]
-    base = _free_port_block(12)
+    base = free_port_block(12)
     env = dict(os.environ)
     env.update({
         "CLUSTER_DIR": str(run_dir), "ROUTER_PORT": str(base), "BASE_PORT": str(base + 1),
@@ -78,7 +58,7 @@ def cluster(tmp_path_factory) -> Cluster:
     c = Cluster(url=f"http://127.0.0.1:{base}", run_dir=run_dir, env=env)
     if r.returncode != 0:
         subprocess.run([script, "stop"], env=env, cwd=ROOT, timeout=60)
-        pytest.fail(f"cluster did not start:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        pytest.fail(f"cluster did not start:\n{r.stderr[-4000:]}\n--- stdout ---\n{r.stdout[-6000:]}")
     try:
         yield c
     finally:

@@ -3,7 +3,6 @@ ASGI transport, plus one real socket for connection fail-over)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -18,6 +17,7 @@ from libs.metrics.logs import bind_request_id, current_request_id
 from libs.rpc import RpcClient, ServiceUnavailable, decode, encode, rpc_router
 from services.roomserver.api import CreateRoomRequest, RoomMembership, RoomserverAPI
 from services.userapi.api import Device
+from tests.ports import free_port as _free_port
 
 
 @dataclass
@@ -161,11 +161,6 @@ def test_unknown_method_is_attribute_error():
     with pytest.raises(AttributeError):
         client.no_such_method  # noqa: B018
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_connection_refused_fails_over_to_a_live_replica():

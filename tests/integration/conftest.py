@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import socket
 import uuid
 from urllib.parse import quote
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import httpx
 import pytest
 
 from libs.config.loader import dev_config
+from tests.ports import free_port as _free_port
 
 
 def _config(tmp_path):
@@ -141,11 +141,6 @@ class MatrixTestClient:
 async def matrix(client) -> MatrixTestClient:
     return MatrixTestClient(client)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

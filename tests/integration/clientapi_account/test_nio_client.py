@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import nio
 import uvicorn
 
 from tests.integration.clientapi_account.conftest import build_app, make_config
+from tests.ports import free_port as _free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_nio_register_login_whoami_logout(tmp_path) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from tests.ports import free_port as _free_port
 
 REPO = Path(__file__).resolve().parents[3]
 SENDERS = 5
 TIMELINE_FILTER = json.dumps({"room": {"timeline": {"limit": 1000}}})
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

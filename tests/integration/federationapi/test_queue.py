@@ -3,7 +3,6 @@
 import asyncio
 import datetime
 import ipaddress
-import socket
 
 import pytest
 import uvicorn
@@ -18,6 +17,7 @@ from libs.events.signing import generate_signing_key
 from services.federationapi.client import FederationClient, FederationUnreachable
 from services.federationapi.queue import OutboundQueue
 from services.federationapi.xmatrix import parse_xmatrix, verify_request
+from tests.ports import free_port
 
 US = generate_signing_key("us")
 
@@ -39,11 +39,6 @@ def make_cert(tmp_path):
                                            serialization.NoEncryption()))
     return str(cert_path), str(key_path)
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeDestination:
