@@ -1,0 +1,170 @@
+"""Two embedded Axon homeservers in one test process, federating over loopback TLS.
+
+Each server has its own data dir, a server name `127.0.0.1:<port>` (an IP literal with
+a port: discovery goes straight to it, no well-known or SRV) and a TLS listener on that
+port with a self-signed certificate made at fixture time. Their federation clients
+skip certificate checks and allow loopback (test only).
+
+Fixtures: `two_servers` -> (hs1, hs2), each a `FedServer` with `.matrix` (a
+`MatrixTestClient` over the in-process ASGI app), `.name`, `.hs` (the `Homeserver`),
+`.federation` (its `FederationService`).
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import httpx
+import pytest
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from libs.config.loader import dev_config
+from libs.config.model import HomeserverConfig
+from tests.integration.conftest import MatrixTestClient, User
+from tests.ports import free_port
+
+
+def make_self_signed_cert(directory: Path) -> tuple[str, str]:
+    """A throwaway certificate for 127.0.0.1/localhost: (cert PEM path, key PEM path)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def federation_test_config(data_dir: Path, port: int) -> HomeserverConfig:
+    cfg = dev_config(str(data_dir))
+    cfg.server_name = f"127.0.0.1:{port}"
+    cfg.public_baseurl = f"https://127.0.0.1:{port}/"
+    cfg.logging.level = "WARNING"
+    cert, key = make_self_signed_cert(data_dir / "tls")
+    fed = cfg.federation
+    fed.enabled = True
+    fed.block_private_addresses = False  # both servers live on loopback
+    fed.verify_tls = False               # self-signed certificates
+    fed.trusted_key_servers = []         # never ask matrix.org
+    fed.tls_port = port
+    fed.tls_cert_path, fed.tls_key_path = cert, key
+    fed.connect_timeout_s = 5.0
+    fed.request_timeout_s = 20.0
+    fed.max_retries = 1
+    fed.retry_initial_backoff_s = 0.2
+    fed.retry_max_backoff_s = 2.0
+    return cfg
+
+
+@dataclass
+class FedServer:
+    name: str
+    hs: Any                 # axon.embedded.Homeserver
+    http: httpx.AsyncClient  # client-server API over the in-process app
+    matrix: MatrixTestClient
+
+    @property
+    def federation(self) -> Any:
+        from services.federationapi.service import FederationService
+
+        return next(s for s in self.hs.services if isinstance(s, FederationService))
+
+    @property
+    def roomserver(self) -> Any:
+        from services.roomserver.service import RoomserverService
+
+        return next(s for s in self.hs.services if isinstance(s, RoomserverService)).api
+
+    async def register(self, localpart: str) -> User:
+        return await self.matrix.register(localpart)
+
+    async def create_room(self, user: User, **body: Any) -> str:
+        return await self.matrix.create_room(user, **body)
+
+    async def sync_until(self, user: User, predicate: Callable[[dict[str, Any]], bool],
+                         deadline_s: float = 20.0, since: str | None = None) -> dict[str, Any]:
+        """Long-poll /sync until `predicate(response)` holds (raises after `deadline_s`).
+        Each response is checked as it comes; the predicate sees incremental responses."""
+        end = time.monotonic() + deadline_s
+        last: dict[str, Any] = {}
+        while time.monotonic() < end:
+            last = await self.matrix.sync(user, since, timeout=1000)
+            if predicate(last):
+                return last
+            since = last["next_batch"]
+        raise AssertionError(f"sync condition not met within {deadline_s}s on {self.name}; last: {last}")
+
+
+async def wait_for(check: Callable[[], Awaitable[Any]], deadline_s: float = 20.0, what: str = "condition") -> Any:
+    """Poll `check()` until it returns something truthy."""
+    end = time.monotonic() + deadline_s
+    while True:
+        got = await check()
+        if got:
+            return got
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} not met within {deadline_s}s")
+        await asyncio.sleep(0.1)
+
+
+async def _start_server(tmp: Path, label: str) -> tuple[FedServer, uvicorn.Server, asyncio.Task[None]]:
+    from axon.embedded import build_homeserver
+
+    port = free_port()
+    cfg = federation_test_config(tmp / label, port)
+    hs = await build_homeserver(cfg, bcrypt_rounds=4)
+    await hs.start()
+    server = uvicorn.Server(uvicorn.Config(
+        hs.app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off",
+        ssl_certfile=cfg.federation.tls_cert_path, ssl_keyfile=cfg.federation.tls_key_path,
+        timeout_graceful_shutdown=1))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.025)
+    if not server.started:
+        raise RuntimeError(f"federation listener of {label} did not start")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=hs.app), base_url="http://hs", timeout=60)
+    return FedServer(cfg.server_name, hs, http, MatrixTestClient(http)), server, task
+
+
+@pytest.fixture
+async def two_servers(tmp_path):
+    started: list[tuple[FedServer, uvicorn.Server, asyncio.Task[None]]] = []
+    try:
+        for label in ("hs1", "hs2"):
+            started.append(await _start_server(tmp_path, label))
+        yield started[0][0], started[1][0]
+    finally:
+        # Services first (their federation clients close their pooled connections),
+        # then the listeners.
+        for fs, server, task in reversed(started):
+            await fs.http.aclose()
+            await fs.hs.stop()
+        for fs, server, task in reversed(started):
+            server.should_exit = True
+        for fs, server, task in reversed(started):
+            try:
+                await asyncio.wait_for(task, 5)
+            except Exception:
+                task.cancel()
