@@ -2,15 +2,18 @@
 # Provision and run a single-node Apache Kafka 4.x broker in KRaft mode, no Docker.
 # The broker jars are resolved from Maven Central with `mvn dependency:copy-dependencies`.
 #   scripts/kafka.sh install|start|stop|status
-# Env: AXON_RUN_DIR (default .run), KAFKA_VERSION, KAFKA_PORT (59092), KAFKA_CONTROLLER_PORT (59093)
+# Env: AXON_RUN_DIR (default .run), KAFKA_VERSION, KAFKA_PORT (59092), KAFKA_CONTROLLER_PORT (59093),
+#   KAFKA_DIR ($AXON_RUN_DIR/kafka: config, data, pid, log), KAFKA_LIBS ($KAFKA_DIR/libs-$KAFKA_VERSION:
+#   the broker jars; point a second broker at an installed set), KAFKA_HEAP (-Xms256m -Xmx768m)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUN=${AXON_RUN_DIR:-$ROOT/.run}
 KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
 PORT=${KAFKA_PORT:-59092}
 CPORT=${KAFKA_CONTROLLER_PORT:-59093}
-DIR=$RUN/kafka
-LIBS=$DIR/libs-$KAFKA_VERSION
+DIR=${KAFKA_DIR:-$RUN/kafka}
+LIBS=${KAFKA_LIBS:-$DIR/libs-$KAFKA_VERSION}
+HEAP=${KAFKA_HEAP:--Xms256m -Xmx768m}
 
 install() {
   if [ -f "$LIBS/.complete" ]; then return 0; fi
@@ -58,7 +61,7 @@ PROPS
 }
 
 java_cmd() {
-  java -Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
+  java $HEAP -XX:+UseG1GC -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
        -cp "$LIBS/*" "$@"
 }
 
@@ -74,7 +77,7 @@ start() {
     java_cmd kafka.tools.StorageTool format -t "$(java_cmd kafka.tools.StorageTool random-uuid)" \
       -c "$DIR/server.properties" >/dev/null
   fi
-  nohup bash -c "exec java -Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile='$DIR/log4j2.properties' -cp '$LIBS/*' kafka.Kafka '$DIR/server.properties'" \
+  nohup bash -c "exec java $HEAP -XX:+UseG1GC -Dlog4j2.configurationFile='$DIR/log4j2.properties' -cp '$LIBS/*' kafka.Kafka '$DIR/server.properties'" \
     > "$DIR/broker.log" 2>&1 < /dev/null &
   echo $! > "$DIR/pid"
   for _ in $(seq 1 120); do

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Provision and run a private PostgreSQL cluster from Debian's `postgresql` package.
 #   scripts/postgres.sh install|start|stop|status|createdb NAME
-# Env: AXON_RUN_DIR (default .run), PG_PORT (55432). Trust auth on 127.0.0.1 only.
+# Env: AXON_RUN_DIR (default .run), PG_PORT (55432), PG_DIR ($AXON_RUN_DIR/postgres: data, socket, log;
+#   as root it must be reachable by the `postgres` user). Trust auth on 127.0.0.1 only.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUN=${AXON_RUN_DIR:-$ROOT/.run}
 PORT=${PG_PORT:-55432}
 choose_dir() {
+  if [ -n "${PG_DIR:-}" ]; then DIR=$PG_DIR; DATA=$DIR/data; return; fi
   DIR=$RUN/postgres
   # As root the server runs as the `postgres` user, which must be able to reach DIR;
   # a checkout under a private directory (mode 700) is not, so fall back to /tmp.
