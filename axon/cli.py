@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     g.set_defaults(func=cmd_generate_config)
 
     rs = sub.add_parser("run-service", help="cluster mode: run one service in this process")
-    rs.add_argument("name", choices=["roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi"])
+    rs.add_argument("name", choices=["roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi",
+                                     "appservice"])
     rs.add_argument("--config", "-c", required=True, help="YAML config file (with a `cluster` section)")
     rs.add_argument("--host")
     rs.add_argument("--port", type=int)

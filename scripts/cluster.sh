@@ -5,7 +5,9 @@
 # Env (defaults):
 #   CLUSTER_DIR ($AXON_RUN_DIR/cluster, AXON_RUN_DIR defaults to .run): config, PIDs, logs/
 #   ROUTER_PORT (8008)   BASE_PORT (18100): services listen on BASE_PORT, BASE_PORT+1, ...
-#   ROOMSERVERS SYNCAPIS CLIENTAPIS USERAPIS MEDIAAPIS FEDERATIONAPIS (1 each)
+#   ROOMSERVERS SYNCAPIS CLIENTAPIS USERAPIS MEDIAAPIS FEDERATIONAPIS APPSERVICES (1 each)
+#   AS_CONFIG_FILES (""): application service registration files, colon-separated
+#   FEDERATION (""): 1 serves the federation routes (federation.enabled)
 #   SERVER_NAME (localhost:$ROUTER_PORT)   BCRYPT_ROUNDS (12)
 #   PG_PORT (55432) KAFKA_PORT (59092)   CLUSTER_DB (axon_cluster)
 #   SCHEMA_PREFIX ("")  TOPIC_PREFIX (axon.cluster.)   READY_TIMEOUT (180 s)
@@ -55,11 +57,17 @@ start() {
   : > "$PIDS"
   local replicas="roomserver=${ROOMSERVERS:-1},syncapi=${SYNCAPIS:-1},clientapi=${CLIENTAPIS:-1}"
   replicas+=",userapi=${USERAPIS:-1},mediaapi=${MEDIAAPIS:-1},federationapi=${FEDERATIONAPIS:-1}"
+  replicas+=",appservice=${APPSERVICES:-1}"
+  local extra=()
+  local f
+  IFS=: read -ra _as_files <<< "${AS_CONFIG_FILES:-}"
+  for f in "${_as_files[@]+"${_as_files[@]}"}"; do [ -n "$f" ] && extra+=(--app-service-config "$f"); done
+  [ "${FEDERATION:-}" = 1 ] && extra+=(--federation)
   "$PY" -m axon.cluster gen-config --run-dir "$CDIR" --server-name "${SERVER_NAME:-localhost:$ROUTER_PORT}" \
     --router-port "$ROUTER_PORT" --base-port "$BASE_PORT" --replicas "$replicas" \
     --postgres "postgresql://postgres@127.0.0.1:$PG_PORT/$CLUSTER_DB" --kafka "127.0.0.1:$KAFKA_PORT" \
     --schema-prefix "${SCHEMA_PREFIX:-}" --topic-prefix "${TOPIC_PREFIX:-axon.cluster.}" \
-    --bcrypt-rounds "${BCRYPT_ROUNDS:-12}"
+    --bcrypt-rounds "${BCRYPT_ROUNDS:-12}" "${extra[@]+"${extra[@]}"}"
   while read -r name port; do
     if port_open "$port"; then echo "cluster: port $port is in use (set BASE_PORT)"; return 1; fi
   done < "$CDIR/plan"

@@ -33,6 +33,7 @@ TOPICS: list[tuple[str, int, int]] = [
     ("user.to_device", 8, 7 * DAY_MS),
     ("user.client_data", 8, 7 * DAY_MS),
     ("user.key_changes", 8, 7 * DAY_MS),
+    ("user.presence", 8, 7 * DAY_MS),
     ("replies", 8, 60 * 1000),
 ]
 MIGRATIONS = {
@@ -40,6 +41,8 @@ MIGRATIONS = {
     "userapi": "services.userapi.storage.migrations",
     "syncapi": "services.syncapi.storage.migrations",
     "mediaapi": "services.mediaapi.storage.migrations",
+    "federationapi": "services.federationapi.storage.migrations",
+    "appservice": "services.appservice.storage.migrations",
 }
 
 
@@ -56,7 +59,8 @@ def read_plan(path: str) -> list[tuple[str, int]]:
 
 def cluster_config(*, run_dir: str, server_name: str, router_port: int, plan: list[tuple[str, int]],
                    postgres_dsn: str, kafka_bootstrap: str, schema_prefix: str, topic_prefix: str,
-                   bcrypt_rounds: int, secret: str) -> HomeserverConfig:
+                   bcrypt_rounds: int, secret: str, app_service_config_files: list[str] | None = None,
+                   federation: bool = False) -> HomeserverConfig:
     """The `make run` development defaults, on PostgreSQL + Kafka, one URL per replica."""
     cfg = dev_config(os.path.join(run_dir, "data"))
     cfg.server_name = server_name
@@ -71,6 +75,9 @@ def cluster_config(*, run_dir: str, server_name: str, router_port: int, plan: li
     cfg.logging.format = "json"
     cfg.cluster.internal_secret = secret
     cfg.registration.bcrypt_rounds = bcrypt_rounds
+    cfg.app_service_config_files = list(app_service_config_files or [])
+    # Federation on loopback (tests, a trial): the routes on, private addresses allowed.
+    cfg.federation.enabled = federation
     for name in SERVICES:
         setattr(cfg.cluster, name, [f"http://127.0.0.1:{p}" for n, p in plan if n == name])
     return cfg
@@ -93,7 +100,9 @@ def cmd_gen_config(a: argparse.Namespace) -> int:
     cfg = cluster_config(run_dir=a.run_dir, server_name=a.server_name, router_port=a.router_port, plan=plan,
                          postgres_dsn=a.postgres, kafka_bootstrap=a.kafka, schema_prefix=a.schema_prefix,
                          topic_prefix=a.topic_prefix, bcrypt_rounds=a.bcrypt_rounds,
-                         secret=secrets.token_urlsafe(24))
+                         secret=secrets.token_urlsafe(24),
+                         app_service_config_files=[os.path.abspath(p) for p in a.app_service_config],
+                         federation=a.federation)
     os.makedirs(cfg.data_dir, exist_ok=True)
     os.makedirs(cfg.media.store_path, exist_ok=True)
     load_or_create_signing_key(cfg.signing_key_path)  # before the replicas race to create it
@@ -214,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--schema-prefix", default="")
     g.add_argument("--topic-prefix", default="axon.")
     g.add_argument("--bcrypt-rounds", type=int, default=12)
+    g.add_argument("--app-service-config", action="append", default=[],
+                   help="an application service registration file (repeatable)")
+    g.add_argument("--federation", action="store_true", help="serve the federation routes (federation.enabled)")
     g.set_defaults(func=cmd_gen_config)
     i = sub.add_parser("init")
     i.add_argument("--config", required=True)

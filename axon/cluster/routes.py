@@ -7,8 +7,10 @@ built once (in-memory SQLite, a throwaway embedded log) only to construct them.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 _CLASS_TO_SERVICE = {
     "ClientService": "clientapi", "SyncService": "syncapi", "MediaService": "mediaapi",
     "FederationService": "federationapi", "RoomserverService": "roomserver", "UserapiService": "userapi",
+    "AppserviceService": "appservice",
 }
 # Unmatched paths (unknown endpoints, /health, /ready, /metrics) go here.
 DEFAULT_SERVICE = "clientapi"
@@ -44,6 +47,15 @@ async def service_routes() -> dict[str, list[str]]:
     with tempfile.TemporaryDirectory() as d:
         cfg = dev_config(d)
         cfg.database.sqlite_dir = ":memory:"
+        # Every optional part on, so that every route a deployment may serve is routed:
+        # the federation routes, and the appservice's (built only when an AS is registered).
+        cfg.federation.enabled = True
+        reg = os.path.join(d, "route-table-as.yaml")
+        with open(reg, "w", encoding="utf-8") as f:
+            json.dump({"id": "route-table", "url": None, "as_token": secrets.token_hex(16),
+                       "hs_token": secrets.token_hex(16), "sender_localpart": "route-table-as",
+                       "namespaces": {}}, f)
+        cfg.app_service_config_files = [reg]
         hs = await build_homeserver(cfg, bcrypt_rounds=4)
         try:
             table: dict[str, set[str]] = {}

@@ -9,6 +9,9 @@ Who calls whom (internal API over HTTP, libs/rpc):
   syncapi   → roomserver, userapi
   mediaapi  → userapi (access tokens)
   userapi   → roomserver, syncapi (profile/deactivation member events, like clientapi writes)
+  clientapi → appservice (alias/user queries, AS room directories) when ASes are registered
+  federationapi → roomserver, userapi (queries; the same constructor path as embedded)
+  appservice → roomserver, userapi
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from libs.log.reply import LogReplies
 from libs.metrics import MetricsMiddleware, RequestIdMiddleware, ServiceMetrics, health_router
 from libs.rpc import RpcClient, rpc_router
 from libs.storage import Database, open_database
+from services.appservice.api import AppServiceRegistry, AppserviceAPI, load_registry
 from services.federationapi.api import FederationAPI
 from services.mediaapi.api import MediaAPI
 from services.roomserver.api import CreateRoomRequest, NewEventRequest, RoomserverAPI, SendResult
@@ -40,11 +44,13 @@ from services.userapi.client_auth import ClientAuth
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi")
+SERVICES = ("roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi", "appservice")
 PROTOCOLS: dict[str, type] = {
     "roomserver": RoomserverAPI, "userapi": UserAPI, "syncapi": SyncAPI,
-    "mediaapi": MediaAPI, "federationapi": FederationAPI,
+    "mediaapi": MediaAPI, "federationapi": FederationAPI, "appservice": AppserviceAPI,
 }
+# Processes that open the event log (produce or consume).
+LOG_USERS = ("roomserver", "clientapi", "syncapi", "userapi", "federationapi", "appservice")
 
 
 @dataclass
@@ -174,8 +180,7 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
     proc = ServiceProcess(name=name, instance_id=iid, config=cfg, app=app, log=None)
     secret = cfg.cluster.internal_secret
     try:
-        needs_log = name in ("roomserver", "clientapi", "syncapi", "userapi")
-        if needs_log:
+        if name in LOG_USERS:
             proc.log = open_log(_log_config(cfg, iid))
             await proc.log.start()
 
@@ -189,9 +194,14 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
             proc.clients.append(c)
             return c
 
+        # Every process authenticates AS tokens the same way (the registry comes from the
+        # shared config's registration files, as in the embedded composition).
+        appservices: AppServiceRegistry = load_registry(cfg.app_service_config_files, cfg.server_name)
+
         def userapi_client() -> tuple[LocallyRevokingUserAPI, ClientAuth]:
             ua = LocallyRevokingUserAPI(client("userapi"))
             auth = ClientAuth(cast(UserAPI, ua), cfg, cache_ttl_s=cfg.cluster.token_cache_ttl_s)
+            auth.appservices = appservices
             ua.auth_caches.append(auth)
             return ua, auth
 
@@ -214,6 +224,7 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
             assert proc.log is not None
             svc = UserapiService(cfg, await db("userapi", MIGRATIONS_PACKAGE), proc.log,
                                  bcrypt_rounds=cfg.registration.bcrypt_rounds)
+            svc.client_auth.appservices = appservices
             # Profile changes and deactivation become member events (as in the embedded
             # composition): this process writes to rooms through the input topic.
             replies = LogReplies(proc.log, iid)
@@ -242,6 +253,9 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
             roomserver = _roomserver_writer(cfg, proc.log, replies, client("roomserver"))
             ua, auth = userapi_client()
             syncapi = cast(SyncAPI, client("syncapi"))
+            # The AS hooks go to the appservice process, only when there is an AS to ask.
+            asapi = (cast(AppserviceAPI, client("appservice"))
+                     if appservices.services and cfg.cluster.appservice else None)
             # Per replica: with N clientapi replicas a user gets up to N times the rate.
             ratelimiter = RateLimiter(cfg.rate_limiting)
             account_routers = build_account_routers(AccountRoutesContext(
@@ -249,7 +263,11 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
             svc = ClientService(cfg, proc.log, roomserver=cast(RoomserverAPI, roomserver),
                                 userapi=cast(UserAPI, ua), auth=auth.require(allow_guest=False),
                                 extra_client_routers=account_routers, wait_projected=syncapi.wait_for_event,
-                                ratelimiter=ratelimiter, guest_auth=auth.require(allow_guest=True))
+                                ratelimiter=ratelimiter, guest_auth=auth.require(allow_guest=True),
+                                appservices=appservices,
+                                alias_query=asapi.query_alias if asapi is not None else None,
+                                user_query=asapi.query_user if asapi is not None else None,
+                                network_rooms=asapi.network_rooms if asapi is not None else None)
             parts = [replies, svc]
             checks["replies"] = lambda: _started(replies)
         elif name == "mediaapi":
@@ -261,11 +279,26 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
             _ua, auth = userapi_client()
             svc = MediaService(cfg, await db("mediaapi", MEDIA_MIGRATIONS), auth.require(allow_guest=False))
             impl, parts = svc.api, [svc]
-        else:  # federationapi
+        elif name == "appservice":
+            from services.appservice.service import AppserviceService
+            from services.appservice.storage.store import MIGRATIONS as APPSERVICE_MIGRATIONS
+
+            assert proc.log is not None
+            ua, auth = userapi_client()
+            svc = AppserviceService(cfg, await db("appservice", APPSERVICE_MIGRATIONS), proc.log,
+                                    registry=appservices, roomserver=cast(RoomserverAPI, client("roomserver")),
+                                    userapi=cast(UserAPI, ua), auth=auth.require(allow_guest=False),
+                                    auth_of=auth.appservice_for)
+            impl, parts = svc, [svc]
+        else:  # federationapi: the same constructor path as the embedded composition
             from services.federationapi.service import FederationService
+            from services.federationapi.storage.store import MIGRATIONS as FEDERATION_MIGRATIONS
 
             svc = FederationService(cfg.server_name, [load_or_create_signing_key(cfg.signing_key_path)],
-                                    axon.__version__)
+                                    axon.__version__, config=cfg.federation,
+                                    db=await db("federationapi", FEDERATION_MIGRATIONS), event_log=proc.log,
+                                    roomserver=cast(RoomserverAPI, client("roomserver")),
+                                    userapi=cast(UserAPI, client("userapi")))
             impl, parts = svc.api, [svc]
         proc.parts.extend(parts)
         routers.extend(svc.routers)

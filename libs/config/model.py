@@ -171,6 +171,7 @@ class ClusterConfig:
     mediaapi: list[str] = field(default_factory=list)
     federationapi: list[str] = field(default_factory=list)
     clientapi: list[str] = field(default_factory=list)
+    appservice: list[str] = field(default_factory=list)
     # Sent in X-Axon-Internal-Secret on every internal call; empty = no check (dev only).
     internal_secret: str = ""
     rpc_timeout_s: float = 30.0

@@ -12,7 +12,7 @@ import yaml
 from .conftest import ROOT
 from .validate import COMPOSE, validate_compose
 
-SERVICES = ("roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi")
+SERVICES = ("roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi", "appservice")
 KEY_USERS = ("roomserver", "clientapi", "federationapi")  # load the signing key at start
 
 

@@ -16,7 +16,7 @@ import yaml
 from .kustomize import KustomizeError, render, strategic_merge
 from .validate import K8S_DIR, SKIPPED_GROUPS, TARGETS, api_group, validate_k8s, validate_resource
 
-SERVICES = ("roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi")
+SERVICES = ("roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi", "appservice")
 KEY_USERS = ("roomserver", "clientapi", "federationapi")
 Res = dict[str, Any]
 

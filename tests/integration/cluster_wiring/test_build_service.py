@@ -1,0 +1,96 @@
+"""axon/cluster/services.py: the federationapi and appservice processes are built with
+the same constructors as the embedded composition (real PostgreSQL and Kafka)."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from axon.cluster.__main__ import MIGRATIONS, TOPICS, cluster_config
+from axon.cluster.routes import service_for_path, service_routes
+from axon.cluster.services import SERVICES, build_service
+
+PG = os.environ.get("AXON_TEST_POSTGRES", "")
+KAFKA = os.environ.get("AXON_TEST_KAFKA", "")
+
+
+def test_every_service_has_migrations_or_none_and_topics_cover_presence() -> None:
+    assert "appservice" in SERVICES and "federationapi" in SERVICES
+    assert {"federationapi", "appservice"} <= set(MIGRATIONS)
+    assert "user.presence" in {t for t, _, _ in TOPICS}
+
+
+async def test_route_table_routes_federation_appservice_and_openid() -> None:
+    table = await service_routes()
+    assert service_for_path(table, "/_matrix/federation/v1/send/abc") == "federationapi"
+    assert service_for_path(table, "/_matrix/federation/v1/query/profile") == "federationapi"
+    assert service_for_path(table, "/_matrix/client/v3/thirdparty/protocols") == "appservice"
+    # the OpenID userinfo exchange is answered by the clientapi (userapi routes live there)
+    assert "/_matrix/federation/v1/openid/userinfo" in table["clientapi"]
+    assert service_for_path(table, "/_matrix/federation/v1/openid/userinfo") == "clientapi"
+
+
+def _paths(app: Any) -> set[str]:
+    from axon.cluster.routes import router_paths
+
+    return set(router_paths(app.router.routes))
+
+
+@pytest.mark.postgres
+@pytest.mark.kafka
+async def test_federationapi_and_appservice_processes_are_fully_wired(tmp_path: Path) -> None:
+    if not PG or not KAFKA:
+        pytest.skip("needs AXON_TEST_POSTGRES and AXON_TEST_KAFKA")
+    tag = uuid.uuid4().hex[:8]
+    reg = tmp_path / "as.yaml"
+    reg.write_text(json.dumps({"id": "b", "url": None, "as_token": "at", "hs_token": "ht",
+                               "sender_localpart": "bot", "namespaces": {}}))
+    plan = [(n, 1) for n in SERVICES]
+    cfg = cluster_config(run_dir=str(tmp_path), server_name="test.local", router_port=1, plan=plan,
+                         postgres_dsn=PG, kafka_bootstrap=KAFKA, schema_prefix=f"w{tag}_",
+                         topic_prefix=f"w{tag}.", bcrypt_rounds=4, secret="s",
+                         app_service_config_files=[str(reg)], federation=True)
+    cfg.signing_key_path = str(tmp_path / "signing.key")
+    assert cfg.cluster.appservice == ["http://127.0.0.1:1"]
+    try:
+        fed = await build_service("federationapi", cfg)
+        try:
+            paths = _paths(fed.app)
+            assert "/_matrix/federation/v1/send/{txn_id}" in paths
+            assert "/_matrix/key/v2/query" in paths
+            svc = fed.parts[0]
+            assert svc.queue is not None and svc.output_consumer is not None and svc.keyring is not None
+            assert fed.log is not None and len(fed.databases) == 1
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fed.app), base_url="http://f") as c:
+                r = await c.get("/_matrix/key/v2/server")
+                assert r.status_code == 200 and r.json()["server_name"] == "test.local"
+                # unsigned federation request: refused with a Matrix error, not a crash
+                r = await c.put("/_matrix/federation/v1/send/t1", json={"pdus": [], "edus": []})
+                assert r.status_code == 401 and r.json()["errcode"] == "M_UNAUTHORIZED"
+        finally:
+            await fed.stop()
+        asp = await build_service("appservice", cfg)
+        try:
+            paths = _paths(asp.app)
+            assert "/_matrix/client/v3/thirdparty/protocols" in paths
+            assert "/_internal/appservice/query_alias" in paths
+            assert "/_internal/appservice/network_rooms" in paths
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asp.app), base_url="http://a") as c:
+                r = await c.post("/_internal/appservice/network_rooms", json={"args": {"network": None}},
+                                 headers={"X-Axon-Internal-Secret": "s"})
+                assert r.status_code == 200, r.text
+        finally:
+            await asp.stop()
+    finally:
+        conn = await asyncpg.connect(PG)
+        try:
+            for s in ("federationapi", "appservice"):
+                await conn.execute(f'DROP SCHEMA IF EXISTS "w{tag}_{s}" CASCADE')
+        finally:
+            await conn.close()
