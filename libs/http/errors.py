@@ -4,8 +4,9 @@
   MatrixError -> its status/JSON; request validation errors -> 400 M_BAD_JSON
   (body) or M_MISSING_PARAM / M_INVALID_PARAM (query, path, header); unknown
   route -> 404 M_UNRECOGNIZED; wrong method -> 405 M_UNRECOGNIZED; canonical JSON
-  errors -> M_NOT_JSON / M_BAD_JSON; DatabaseUnavailable -> 503 M_UNKNOWN; anything
-  else -> 500 M_UNKNOWN with the traceback logged, nothing internal in the body.
+  errors -> M_NOT_JSON / M_BAD_JSON; DatabaseUnavailable and LogError (the broker is
+  unreachable, a send timed out) -> 503 M_UNKNOWN; anything else -> 500 M_UNKNOWN with
+  the traceback logged, nothing internal in the body.
 It also installs the CORS middleware (libs/http/cors.py).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from libs.errors import MatrixError
 from libs.events.canonical_json import CanonicalJSONError
 from libs.http.cors import CORSMiddleware
+from libs.log.api import LogError
 from libs.storage.errors import DatabaseUnavailable
 
 log = logging.getLogger("axon.http")
@@ -89,6 +91,15 @@ async def _on_db_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _on_log_error(request: Request, exc: Exception) -> Response:
+    # The event log (Kafka) is unreachable or timed out: transient, the client retries
+    # (a PUT /send retried with the same txn ID still makes one event).
+    log.warning("event log unavailable: %s", exc)
+    return matrix_error_response(
+        MatrixError(503, "M_UNKNOWN", "Service temporarily unavailable, try again later")
+    )
+
+
 _INTERNAL_BODY = json.dumps({"errcode": "M_UNKNOWN", "error": "Internal server error"}).encode()
 
 
@@ -141,6 +152,7 @@ def install_error_handlers(app: FastAPI, *, cors: bool = True) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(CanonicalJSONError, _on_canonical_json)
     app.add_exception_handler(DatabaseUnavailable, _on_db_unavailable)
+    app.add_exception_handler(LogError, _on_log_error)
     app.add_middleware(CatchAllMiddleware)
     if cors:
         app.add_middleware(CORSMiddleware)
