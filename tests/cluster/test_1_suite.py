@@ -34,7 +34,7 @@ def test_internal_api_is_not_routed_and_needs_the_secret(cluster: Cluster) -> No
 def test_every_process_reports_health_ready_and_metrics(cluster: Cluster) -> None:
     procs = cluster.processes()
     assert sorted({name for _, name, _ in procs}) == sorted(
-        ["roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi"])
+        ["roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi", "appservice"])
     assert sum(1 for _, n, _ in procs if n == "roomserver") == 2
     for _pid, name, port in procs:
         base = f"http://127.0.0.1:{port}"
