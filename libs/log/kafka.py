@@ -12,6 +12,14 @@
 * Topics: created with explicit partition counts and ``retention.ms`` through the
   admin client.  All names get ``topic_prefix`` on the wire; records handed back
   carry the unprefixed name, so services never see the prefix.
+* Outages: every send has a deadline (``send_timeout_ms``); a broker that is down or
+  unreachable makes ``send`` raise :class:`LogError` by then (the HTTP edge answers
+  503), instead of aiokafka's own expiry (``request_timeout_ms`` for metadata, then
+  again for the batch).  A send that timed out may still be delivered later (the
+  record stays in aiokafka's accumulator, in order): callers retry idempotently
+  (same txn ID, consumers dedupe on event_id).  aiokafka reconnects by itself when
+  the broker is back; consumers rejoin their group and resume from the committed
+  offsets.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ class KafkaLog(EventLog):
         max_poll_interval_ms: int = 300000,
         rebalance_timeout_ms: int = 60000,
         request_timeout_ms: int = 30000,
+        send_timeout_ms: int = 10000,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
@@ -71,6 +80,7 @@ class KafkaLog(EventLog):
             request_timeout_ms=request_timeout_ms,
         )
         self._request_timeout_ms = request_timeout_ms
+        self.send_timeout_s = send_timeout_ms / 1000
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
 
@@ -176,7 +186,12 @@ class _KafkaProducer(Producer):
         producer = self._log._require()
         hdrs = [(k, bytes(v)) for k, v in headers.items()] if headers else None
         try:
-            await producer.send_and_wait(self._log.wire(topic), bytes(value), key=key.encode("utf-8"), headers=hdrs)
+            await asyncio.wait_for(
+                producer.send_and_wait(self._log.wire(topic), bytes(value), key=key.encode("utf-8"), headers=hdrs),
+                self._log.send_timeout_s,
+            )
+        except asyncio.TimeoutError as exc:
+            raise LogError(f"send to {topic} timed out after {self._log.send_timeout_s:.0f}s (broker down?)") from exc
         except KafkaError as exc:
             raise LogError(f"send to {topic} failed: {exc!r}") from exc
 

@@ -5,11 +5,18 @@ advances its in-memory positions and wakes its own long-polls. On PostgreSQL the
 writer also sends ``NOTIFY`` inside its transaction (delivered only if it commits,
 after the commit); every replica LISTENs and applies the same advance + wake-up.
 On SQLite (one process) there is nothing to broadcast.
+
+The LISTEN connection can die (PostgreSQL restarted, network cut): the listener then
+re-LISTENs on a fresh connection with backoff, and calls ``on_reconnect`` — the
+announcements sent while it was deaf are lost, so the owner must re-read its
+positions from the database and stop trusting what it noted in memory.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from libs.storage import Connection, Database
@@ -57,33 +64,103 @@ def apply_payload(payload: str, positions: Positions, notifier: Notifier,
 
 
 class PgPositionListener:
-    """Holds one pooled connection LISTENing on the syncapi channel."""
+    """Holds one pooled connection LISTENing on the syncapi channel (re-LISTENs if it dies)."""
 
     def __init__(self, db: Database, positions: Positions, notifier: Notifier,
-                 activity: SyncActivity | None = None) -> None:
+                 activity: SyncActivity | None = None, *,
+                 on_reconnect: Callable[[], Awaitable[None]] | None = None,
+                 backoff_initial_s: float = 0.2, backoff_max_s: float = 5.0) -> None:
         self.db = db
         self.channel = channel_for(db)
         self.positions = positions
         self.notifier = notifier
         self.activity = activity
+        self.on_reconnect = on_reconnect
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.reconnects = 0
         self._conn: Any = None
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if not apply_payload(payload, self.positions, self.notifier, self.activity):
             log.warning("ignoring malformed sync position announcement %r", payload[:200])
 
+    def _on_terminated(self, conn: Any) -> None:
+        if self._stopping or self._task is not None:
+            return
+        log.warning("sync position LISTEN connection lost; re-listening")
+        self._task = asyncio.get_running_loop().create_task(self._relisten(conn), name="syncapi-relisten")
+
+    async def _listen(self) -> None:
+        pool = getattr(self.db, "pool")
+        conn = await pool.acquire()
+        try:
+            conn.add_termination_listener(self._on_terminated)
+            await conn.add_listener(self.channel, self._on_notify)
+        except BaseException:
+            await self._release(conn)
+            raise
+        self._conn = conn
+
+    async def _release(self, conn: Any) -> None:
+        try:
+            await getattr(self.db, "pool").release(conn)
+        except Exception:  # a dead connection: the pool replaces it on the next acquire
+            log.debug("releasing the dead LISTEN connection failed", exc_info=True)
+
+    async def _relisten(self, dead: Any) -> None:
+        try:
+            if self._conn is dead:
+                self._conn = None
+            await self._release(dead)
+            delay = self.backoff_initial_s
+            while not self._stopping:
+                try:
+                    await self._listen()
+                    if self.on_reconnect is not None:
+                        await self.on_reconnect()
+                    if self._conn is None or self._conn.is_closed():
+                        raise ConnectionError("LISTEN connection lost again while resyncing")
+                    self.reconnects += 1
+                    log.warning("sync position LISTEN re-established")
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    # (the connection may have died again while resyncing: drop it, retry)
+                    if self._conn is not None:
+                        conn, self._conn = self._conn, None
+                        await self._release(conn)
+                    log.warning("re-LISTEN failed (%r); retrying in %.1fs", e, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.backoff_max_s)
+        finally:
+            self._task = None
+
     async def start(self) -> None:
         if self.channel is None:
             return
-        pool = getattr(self.db, "pool")
-        self._conn = await pool.acquire()
-        await self._conn.add_listener(self.channel, self._on_notify)
+        self._stopping = False
+        await self._listen()
 
     async def stop(self) -> None:
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
         if self._conn is None:
             return
+        conn, self._conn = self._conn, None
         try:
-            await self._conn.remove_listener(self.channel, self._on_notify)
+            conn.remove_termination_listener(self._on_terminated)
+            await conn.remove_listener(self.channel, self._on_notify)
+        except Exception:
+            log.debug("unlisten failed (connection gone)", exc_info=True)
         finally:
-            await getattr(self.db, "pool").release(self._conn)
-            self._conn = None
+            await self._release(conn)

@@ -70,7 +70,8 @@ class SyncService:
             self.readiness_checks.append(self._consumer_ready)
         self._typing_task: asyncio.Task[Any] | None = None
         # Other replicas' writes advance our positions and wake our long-polls.
-        self.position_listener = PgPositionListener(db, self.positions, self.notifier, self.activity)
+        self.position_listener = PgPositionListener(db, self.positions, self.notifier, self.activity,
+                                                    on_reconnect=self._after_relisten)
 
     async def _apply_presence(self, rec: PresenceRecord) -> None:
         if self.presence_consumer is not None:
@@ -93,6 +94,19 @@ class SyncService:
         for stream, value in pos.items():
             if hasattr(self.positions, stream):
                 self.positions.advance(stream, value)
+
+    async def _after_relisten(self) -> None:
+        """The LISTEN connection was lost and is back: announcements of other replicas
+        in between are gone, so positions are re-read and the in-memory activity
+        restarts from here (older questions go to the database); every long-poll
+        wakes up to look again."""
+        pos = await self.store.positions()
+        for stream, value in pos.items():
+            if hasattr(self.positions, stream):
+                self.positions.advance(stream, value)
+        self.activity.start(max(self.positions.events, self.activity.floor or 0))
+        self.activity.invalidate_all()
+        self.notifier.notify_all()
 
     async def start(self) -> None:
         await self.position_listener.start()  # before loading: no announcement falls in between

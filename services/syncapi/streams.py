@@ -89,6 +89,10 @@ class Notifier:
                 if not lst.future.done():
                     lst.future.set_result(None)
 
+    def notify_all(self) -> None:
+        """Wake every waiting long-poll (after a gap in what we were told)."""
+        self.notify(list(self._by_key))
+
     def listener_count(self) -> int:
         return sum(len(s) for s in self._by_key.values())
 
