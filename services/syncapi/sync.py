@@ -8,6 +8,7 @@ after the snapshot wakes it, and then rebuilds.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from services.syncapi.activity import SyncActivity
 from services.syncapi.api import StreamToken
 from services.syncapi.filters import DEFAULT_TIMELINE_LIMIT, EventFilter, SyncFilter, apply_event_fields
 from services.syncapi.storage.store import EventRow, MembershipRow, ReceiptRow, StateDelta, SyncStore
+from services.syncapi.prefetch import PrefetchedStore
 from services.syncapi.presence import PresenceState, presence_events
 from services.syncapi.streams import Notifier, Positions, TypingState
 from services.syncapi.views import StateMap, Visibility, format_events, state_at, value_at
@@ -147,25 +149,31 @@ class SyncEngine:
 
         async def one(m: MembershipRow) -> tuple[str, dict[str, Any] | None]:
             if m.membership == "join" and m.room_id in active:
-                newly = since is not None and await self._newly_joined(m.room_id, req.user_id, since.events,
+                newly = since is not None and await eng._newly_joined(m.room_id, req.user_id, since.events,
                                                                        changes.get(m.room_id, []))
-                return "join", await self._joined_room(
+                return "join", await eng._joined_room(
                     req, m.room_id, since, now, now_ms, full=(since is None or req.full_state or newly), newly=newly,
                     receipts=receipts_by_room.get(m.room_id, []), account_data=room_acc.get(m.room_id, []))
             if m.membership == "invite" and (since is None or m.room_id in changes):
-                if ignored and await self._invited_by(m) in ignored:
+                if ignored and await eng._invited_by(m) in ignored:
                     return "", None
-                return "invite", await self._invite_room(m, now_ms)
+                return "invite", await eng._invite_room(m, now_ms)
             if m.membership == "knock" and (since is None or m.room_id in changes):
-                return "knock", {"knock_state": {"events": await self._stripped_state(m, now_ms, "knock")}}
+                return "knock", {"knock_state": {"events": await eng._stripped_state(m, now_ms, "knock")}}
             if m.membership in ("leave", "ban") and (
                     (since is not None and m.room_id in changes) or (since is None and rf.include_leave)):
-                return "leave", await self._left_room(req, m, since, now, now_ms)
+                return "leave", await eng._left_room(req, m, since, now, now_ms)
             return "", None
 
         # Rooms are built concurrently: their queries queue up on the database
         # instead of paying one round trip after another.
         picked = [m for m in memberships if rf.allows_room(m.room_id)]
+        # A full sync of several rooms reads their per-room data in one batch (prefetch.py).
+        eng = self
+        full_ids = [m.room_id for m in picked if m.membership == "join" and m.room_id in active]
+        if (since is None or req.full_state) and len(full_ids) > 1:
+            eng = copy.copy(self)
+            eng.store = await PrefetchedStore.load(self.store, req.user_id, full_ids)  # type: ignore[assignment]
         sections = {"join": joined, "invite": invited, "leave": left, "knock": knocked}
         for m, (kind, room) in zip(picked, await asyncio.gather(*(one(m) for m in picked))):
             if kind and room is not None:

@@ -324,6 +324,57 @@ class SyncStore:
             "AND type = 'm.room.member'", room_id)
         return [(r["state_key"], r["membership"] or "", r["event_id"]) for r in rows]
 
+    # ---- batched forms for a /sync over many rooms (services/syncapi/prefetch.py) ----
+    async def current_state_many(self, room_ids: Sequence[str]
+                                 ) -> dict[str, list[tuple[str, str, str, str | None]]]:
+        """room_id -> [(type, state_key, event_id, membership)] of each room's current state."""
+        out: dict[str, list[tuple[str, str, str, str | None]]] = {r: [] for r in room_ids}
+        for chunk in _chunks(list(room_ids)):
+            rows = await self.db.fetch(
+                "SELECT room_id, type, state_key, event_id, membership FROM current_state "
+                f"WHERE room_id IN ({in_list(1, len(chunk))})", *chunk)
+            for r in rows:
+                out[r["room_id"]].append((r["type"], r["state_key"], r["event_id"], r["membership"]))
+        return out
+
+    async def member_deltas_many(self, room_ids: Sequence[str], user_id: str) -> dict[str, list[StateDelta]]:
+        """`member_deltas` of one user in many rooms."""
+        out: dict[str, list[StateDelta]] = {r: [] for r in room_ids}
+        for chunk in _chunks(list(room_ids)):
+            rows = await self.db.fetch(
+                "SELECT room_id, stream_pos, type, state_key, event_id, prev_event_id, membership FROM state_deltas "
+                f"WHERE type = 'm.room.member' AND state_key = $1 AND room_id IN ({in_list(2, len(chunk))}) "
+                "ORDER BY stream_pos", user_id, *chunk)
+            for r in rows:
+                out[r["room_id"]].append(_delta(r))
+        return out
+
+    async def state_deltas_of_type_many(self, room_ids: Sequence[str], event_type: str
+                                        ) -> dict[str, list[StateDelta]]:
+        """`state_deltas_after(room, -1, types=[event_type])` for many rooms."""
+        out: dict[str, list[StateDelta]] = {r: [] for r in room_ids}
+        for chunk in _chunks(list(room_ids)):
+            rows = await self.db.fetch(
+                "SELECT room_id, stream_pos, type, state_key, event_id, prev_event_id, membership FROM state_deltas "
+                f"WHERE type = $1 AND room_id IN ({in_list(2, len(chunk))}) ORDER BY stream_pos", event_type, *chunk)
+            for r in rows:
+                out[r["room_id"]].append(_delta(r))
+        return out
+
+    async def user_read_pos_many(self, room_ids: Sequence[str], user_id: str) -> dict[str, int]:
+        """`user_read_pos` of one user in many rooms (0 where there is no receipt)."""
+        out = {r: 0 for r in room_ids}
+        for chunk in _chunks(list(room_ids)):
+            rows = await self.db.fetch(
+                "SELECT r.room_id, MAX(e.stream_pos) AS pos FROM receipts r JOIN events e ON e.event_id = r.event_id "
+                "WHERE r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') "
+                f"AND r.thread_id IN ('', 'main') AND r.room_id IN ({in_list(2, len(chunk))}) GROUP BY r.room_id",
+                user_id, *chunk)
+            for r in rows:
+                if r["pos"] is not None:
+                    out[r["room_id"]] = int(r["pos"])
+        return out
+
     async def state_deltas_after(self, room_id: str, after: int, upto: int | None = None,
                                  types: Sequence[str] | None = None) -> list[StateDelta]:
         sql = ("SELECT room_id, stream_pos, type, state_key, event_id, prev_event_id, membership "

@@ -104,3 +104,48 @@ async def test_invite_leave_and_redaction(matrix: MatrixTestClient) -> None:
     await matrix.request(carol, "POST", f"/rooms/{quote(room)}/leave", json={})
     r = await matrix.sync_until(carol, lambda r: room in r["rooms"]["leave"], since)
     assert room not in r["rooms"]["join"]
+
+
+async def test_initial_sync_of_many_rooms_matches_each_room_synced_alone(matrix: MatrixTestClient) -> None:
+    """A full /sync of several rooms reads their data in one batch (services/syncapi/prefetch.py);
+    each room must come out exactly as when it is the only room of the response (no batch)."""
+    import json
+
+    alice, bob = await matrix.register(), await matrix.register()
+    rooms = []
+    for i, (preset, vis) in enumerate([("public_chat", None), ("private_chat", "joined"),
+                                       ("public_chat", "invited")]):
+        room = await matrix.create_room(alice, preset=preset, name=f"room {i}")
+        if vis:
+            await matrix.request(alice, "PUT", f"/rooms/{quote(room)}/state/m.room.history_visibility",
+                                 json={"history_visibility": vis})
+        await matrix.send(alice, room, f"before bob {i}")
+        if preset == "private_chat":
+            await matrix.request(alice, "POST", f"/rooms/{quote(room)}/invite", json={"user_id": bob.user_id})
+        await matrix.join(bob, room)
+        last = ""
+        for j in range(4):
+            last = await matrix.send(alice if j % 2 else bob, room, f"m{i}.{j}")
+        if i == 0:  # a read receipt: unread counts differ per room
+            await matrix.request(bob, "POST", f"/rooms/{quote(room)}/receipt/m.read/{quote(last)}", json={})
+        rooms.append(room)
+    await matrix.send(alice, rooms[1], "unread, mentions bob " + bob.user_id.split(":")[0][1:])
+
+    def strip(room: dict) -> dict:
+        room = json.loads(json.dumps(room))
+        room["timeline"].pop("prev_batch", None)
+        for part in ("timeline", "state"):
+            for e in room[part]["events"]:
+                e.get("unsigned", {}).pop("age", None)
+        room["state"]["events"].sort(key=lambda e: (e["type"], e.get("state_key", "")))
+        return room
+
+    together = (await matrix.sync(bob, filter='{"room": {"timeline": {"limit": 12}}}'))["rooms"]["join"]
+    assert set(rooms) <= set(together)
+    for room in rooms:
+        alone = (await matrix.sync(bob, filter=json.dumps(
+            {"room": {"rooms": [room], "timeline": {"limit": 12}}})))["rooms"]["join"]
+        assert list(alone) == [room]
+        assert strip(together[room]) == strip(alone[room]), room
+    assert together[rooms[1]]["unread_notifications"]["notification_count"] >= 1
+    assert together[rooms[0]]["summary"]["m.joined_member_count"] == 2
