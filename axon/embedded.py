@@ -137,6 +137,8 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
                                    config=config.federation, db=await db("federationapi", FEDERATION_MIGRATIONS),
                                    event_log=event_log, roomserver=roomserver.api, userapi=userapi.api)
 
+    if config.federation.enabled:  # joins/invites/knocks of remote rooms and users
+        clientapi.deps.federation = federation.api
     services: list[Any] = [userapi, roomserver, syncapi, clientapi, media, federation]
     if appservice is not None:
         services.append(appservice)

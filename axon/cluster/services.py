@@ -267,7 +267,9 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
                                 appservices=appservices,
                                 alias_query=asapi.query_alias if asapi is not None else None,
                                 user_query=asapi.query_user if asapi is not None else None,
-                                network_rooms=asapi.network_rooms if asapi is not None else None)
+                                network_rooms=asapi.network_rooms if asapi is not None else None,
+                                federation=(client("federationapi")
+                                            if cfg.federation.enabled and cfg.cluster.federationapi else None))
             parts = [replies, svc]
             checks["replies"] = lambda: _started(replies)
         elif name == "mediaapi":

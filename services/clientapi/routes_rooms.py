@@ -58,6 +58,9 @@ class RoomRoutesDeps:
     user_query: Callable[[str], Awaitable[bool]] | None = None
     # `network_rooms(instance_id)`: rooms an AS published in its own directory (None: all of them).
     network_rooms: Callable[[str | None], Awaitable[list[str]]] | None = None
+    # services/federationapi/api.py FederationAPI (perform_join/leave/invite/knock,
+    # query_room_alias) for rooms and users on other servers; None: local rooms only.
+    federation: Any = None
 
 
 def _err(status: int, errcode: str, msg: str, **extra: Any) -> MatrixError:
@@ -152,8 +155,66 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
             return room_id_or_alias
         raise _err(400, "M_INVALID_PARAM", "Not a room ID or alias")
 
-    async def do_join(room_id: str, device: Device, body: dict[str, Any]) -> dict[str, Any]:
+    # ---------------------------------------------------------------- other servers
+    def domain(identifier: str) -> str:
+        return identifier.split(":", 1)[1] if ":" in identifier else ""
+
+    def is_remote_alias(room_id_or_alias: str) -> bool:
+        return (deps.federation is not None and room_id_or_alias.startswith("#")
+                and domain(room_id_or_alias) not in ("", deps.server_name))
+
+    async def resolve_room_and_servers(room_id_or_alias: str, request: Request) -> tuple[str, list[str]]:
+        """Room ID and the servers to ask about it (?server_name= / ?via=, the alias's answer)."""
+        vias = [v for v in request.query_params.getlist("server_name") + request.query_params.getlist("via") if v]
+        if is_remote_alias(room_id_or_alias):
+            room_id, servers = await deps.federation.query_room_alias(room_id_or_alias)
+            return room_id, list(dict.fromkeys(vias + servers))
+        return await resolve_room(room_id_or_alias), vias
+
+    async def is_resident(room_id: str) -> bool:
+        """Whether we take part in the room (one of our users is joined): then membership
+        changes are ordinary local events. A room of our own is always ours to write."""
+        if not await rs.room_exists(room_id):
+            return False
+        if domain(room_id) == deps.server_name:
+            return True
+        return any(domain(m) == deps.server_name for m in await rs.get_joined_members(room_id))
+
+    async def remote_servers_for(room_id: str, user_id: str) -> list[str]:
+        """Servers that may help with a room we are not in: whoever invited us or saw our knock."""
+        m = await rs.get_membership(room_id, user_id)
+        out: list[str] = []
+        if m is not None:
+            ev = await rs.get_event(m.event_id)
+            if ev is not None and domain(str(ev.get("sender", ""))) not in ("", deps.server_name):
+                out.append(domain(str(ev["sender"])))
+        return out
+
+    async def wait_for(event_id: str) -> None:
+        if deps.wait_projected is not None:
+            await deps.wait_projected(event_id)
+
+    async def join_content(device: Device, body: dict[str, Any]) -> dict[str, Any]:
+        extra = {k: v for k, v in body.items() if k not in ("third_party_signed", "membership")}
+        content: dict[str, Any] = {**extra, "membership": "join", **await profile_content(device.user_id)}
+        reason = _opt_str(body, "reason")
+        if reason is not None:
+            content["reason"] = reason
+        return content
+
+    async def do_join(room_id: str, device: Device, body: dict[str, Any],
+                      servers: list[str] | None = None) -> dict[str, Any]:
         limit("join", device.user_id)
+        _check_room_id(room_id)
+        if deps.federation is not None and not await is_resident(room_id) \
+                and (domain(room_id) != deps.server_name or servers):
+            if device.is_guest:
+                raise _err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot join remote rooms")
+            via = list(servers or []) + await remote_servers_for(room_id, device.user_id)
+            event_id = await deps.federation.perform_join(room_id, device.user_id, via,
+                                                          await join_content(device, body))
+            await wait_for(event_id)
+            return {"room_id": room_id}
         await ensure_room(room_id)
         if device.is_guest:
             ga = await rs.get_state_event(room_id, "m.room.guest_access", "")
@@ -249,7 +310,30 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
     @router.post("/join/{room_id_or_alias}")
     async def join_any(room_id_or_alias: str, request: Request, device: Device = Depends(guest)) -> dict[str, Any]:
         body = await _json_body(request)
-        return await do_join(await resolve_room(room_id_or_alias), device, body)
+        room_id, servers = await resolve_room_and_servers(room_id_or_alias, request)
+        return await do_join(room_id, device, body, servers)
+
+    @router.post("/knock/{room_id_or_alias}")
+    async def knock(room_id_or_alias: str, request: Request, device: Device = Depends(auth)) -> dict[str, Any]:
+        body = await _json_body(request)
+        limit("join", device.user_id)
+        room_id, servers = await resolve_room_and_servers(room_id_or_alias, request)
+        _check_room_id(room_id)
+        content: dict[str, Any] = {"membership": "knock", **await profile_content(device.user_id)}
+        reason = _opt_str(body, "reason")
+        if reason is not None:
+            content["reason"] = reason
+        current = await membership_of(room_id, device.user_id) if await rs.room_exists(room_id) else None
+        if current in ("join", "ban", "invite"):
+            raise _err(403, "M_FORBIDDEN", f"You cannot knock: your membership is {current}")
+        if deps.federation is not None and not await is_resident(room_id):
+            event_id = await deps.federation.perform_knock(room_id, device.user_id, servers, content)
+            await wait_for(event_id)
+            return {"room_id": room_id}
+        await ensure_room(room_id)
+        await send(NewEventRequest(room_id=room_id, type="m.room.member", sender=device.user_id,
+                                   state_key=device.user_id, content=content))
+        return {"room_id": room_id}
 
     @router.post("/rooms/{room_id}/join")
     async def join_room(room_id: str, request: Request, device: Device = Depends(guest)) -> dict[str, Any]:
@@ -280,11 +364,37 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
                 and await deps.userapi.get_account(target) is None:
             await deps.user_query(target)  # an AS may create its user now
         extra = await profile_content(target) if target.endswith(":" + deps.server_name) else {}
+        if deps.federation is not None and domain(target) != deps.server_name:
+            # A remote invitee's server signs the invite before it enters the room.
+            await ensure_room(room_id)
+            if await membership_of(room_id, device.user_id) != "join":
+                raise _err(403, "M_FORBIDDEN", f"User {device.user_id} not in room {room_id}")
+            if await membership_of(room_id, target) in ("join", "ban"):
+                raise _err(403, "M_FORBIDDEN", f"{target} cannot be invited: already joined or banned")
+            content: dict[str, Any] = {"membership": "invite"}
+            reason = _opt_str(body, "reason")
+            if reason is not None:
+                content["reason"] = reason
+            event_id = await deps.federation.perform_invite(room_id, device.user_id, target, content)
+            await wait_for(event_id)
+            return {}
         return await membership_change(room_id, device, target, "invite", body, extra)
 
     @router.post("/rooms/{room_id}/leave")
     async def leave(room_id: str, request: Request, device: Device = Depends(guest)) -> dict[str, Any]:
         body = await _json_body(request)
+        _check_room_id(room_id)
+        if deps.federation is not None and await rs.room_exists(room_id) and not await is_resident(room_id) \
+                and await membership_of(room_id, device.user_id) in ("invite", "knock"):
+            # Rejecting a remote invite / withdrawing a knock: the room's servers must hear it.
+            content: dict[str, Any] = {"membership": "leave"}
+            reason = _opt_str(body, "reason")
+            if reason is not None:
+                content["reason"] = reason
+            servers = await remote_servers_for(room_id, device.user_id)
+            event_id = await deps.federation.perform_leave(room_id, device.user_id, servers, content)
+            await wait_for(event_id)
+            return {}
         await ensure_room(room_id)
         if await membership_of(room_id, device.user_id) in (None, "leave"):
             raise _err(403, "M_FORBIDDEN", "You are not in this room")

@@ -30,14 +30,18 @@ class ClientService:
                  guest_auth: Callable[..., Awaitable[Any]] | None = None,
                  appservices: Any = None, alias_query: Callable[[str], Awaitable[bool]] | None = None,
                  user_query: Callable[[str], Awaitable[bool]] | None = None,
-                 network_rooms: Callable[[str | None], Awaitable[list[str]]] | None = None) -> None:
+                 network_rooms: Callable[[str | None], Awaitable[list[str]]] | None = None,
+                 federation: Any = None) -> None:
         self.config = config
         deps = RoomRoutesDeps(
             server_name=config.server_name, roomserver=roomserver, userapi=userapi,
             producer=log.producer(), auth=auth, guest_auth=guest_auth, wait_projected=wait_projected,
             ratelimiter=ratelimiter or RateLimiter(config.rate_limiting),
             appservices=appservices, alias_query=alias_query, user_query=user_query, network_rooms=network_rooms,
+            federation=federation,
         )
+        # Kept so a composition can connect services built after this one (the federationapi).
+        self.deps = deps
         rooms = build_room_router(deps)
         upgrade = build_upgrade_router(deps)
         self.routers: list[APIRouter] = []

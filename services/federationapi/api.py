@@ -41,3 +41,32 @@ class FederationAPI(Protocol):
     async def server_keys(self) -> dict[str, Any]:
         """This server's signed key response (`/_matrix/key/v2/server`)."""
         ...
+
+    # Membership handshakes with other servers (services/federationapi/perform.py). Each
+    # raises MatrixError (the remote's errcode when it refused; 502 when unreachable or its
+    # answer did not verify; 403 M_FORBIDDEN when federation is disabled).
+    async def perform_join(self, room_id: str, user_id: str, servers: list[str],
+                           content: dict[str, Any]) -> str:
+        """Join our `user_id` to a room we are not in (make_join/send_join via `servers`,
+        then the room's own server); returns the join's event ID once it is in our store."""
+        ...
+
+    async def perform_leave(self, room_id: str, user_id: str, servers: list[str],
+                            content: dict[str, Any]) -> str:
+        """Leave (or reject the invite to) a room we are not joined to: make_leave/send_leave."""
+        ...
+
+    async def perform_invite(self, room_id: str, sender: str, invitee: str, content: dict[str, Any]) -> str:
+        """Invite a remote user into a room we are in: the invite goes to their server first
+        (PUT /invite v2), then into the room with their signature; returns its event ID."""
+        ...
+
+    async def perform_knock(self, room_id: str, user_id: str, servers: list[str],
+                            content: dict[str, Any]) -> str:
+        """Knock on a remote room: make_knock/send_knock."""
+        ...
+
+    async def query_room_alias(self, alias: str) -> tuple[str, list[str]]:
+        """A remote alias via its server's /query/directory: (room_id, servers).
+        404 M_NOT_FOUND when unknown."""
+        ...

@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable, Sequence
 from fastapi import APIRouter
 
 from libs.config.model import FederationConfig
+from libs.errors import MatrixError
 from libs.events.server_keys import OldVerifyKey
 from libs.events.signing import SigningKey
 from libs.log.api import EventLog, Producer
@@ -19,13 +20,16 @@ from libs.storage import Database
 from services.roomserver.api import RoomserverAPI
 from services.userapi.api import UserAPI
 
+from .acl import ACL_EVENT_TYPE
 from .api import InboundPDUSink, UnsupportedPDUSink
 from .auth import FederationAuth
 from .client import FederationClient
 from .consumers import OutputConsumer
 from .keyring import DirectKeyFetcher, KeyFetcher, KeyRing, NotaryKeyFetcher, OwnKeys, parse_old_signing_keys
 from .queue import OutboundQueue
+from .perform import MembershipPerformer
 from .routes import FederationRoutesContext, build_federation_router, build_key_router
+from .routes_membership import MembershipRoutesContext, build_membership_router
 from .storage.store import MIGRATIONS, FederationStore
 from .transactions import TransactionProcessor
 
@@ -42,9 +46,31 @@ class FederationInternal:
         self.signing_keys = list(signing_keys)
         self.validity_ms = validity_ms
         self.own = OwnKeys(server_name, self.signing_keys, list(old_keys), validity_ms)
+        # Set by FederationService when federation is enabled (client, keyring, roomserver).
+        self.performer: MembershipPerformer | None = None
 
     async def server_keys(self) -> dict[str, Any]:
         return self.own.response(int(time.time() * 1000))
+
+    def _perform(self) -> MembershipPerformer:
+        if self.performer is None:
+            raise MatrixError(403, "M_FORBIDDEN", "Federation is disabled on this server")
+        return self.performer
+
+    async def perform_join(self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]) -> str:
+        return await self._perform().perform_join(room_id, user_id, servers, content)
+
+    async def perform_leave(self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]) -> str:
+        return await self._perform().perform_leave(room_id, user_id, servers, content)
+
+    async def perform_invite(self, room_id: str, sender: str, invitee: str, content: dict[str, Any]) -> str:
+        return await self._perform().perform_invite(room_id, sender, invitee, content)
+
+    async def perform_knock(self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]) -> str:
+        return await self._perform().perform_knock(room_id, user_id, servers, content)
+
+    async def query_room_alias(self, alias: str) -> tuple[str, list[str]]:
+        return await self._perform().query_room_alias(alias)
 
 
 @dataclass
@@ -113,13 +139,25 @@ class FederationService:
         async def room_version_of(room_id: str) -> str | None:
             return await roomserver.get_room_version(room_id) if roomserver is not None else None
 
+        async def acl_of(room_id: str) -> dict[str, Any] | None:
+            if roomserver is None:
+                return None
+            ev = await roomserver.get_state_event(room_id, ACL_EVENT_TYPE, "")
+            content = ev.get("content") if ev else None
+            return content if isinstance(content, dict) else None
+
         publisher = LogPublisher(event_log.producer()) if event_log is not None else None
         self.transactions = TransactionProcessor(server_name, store, self.keyring, sink or UnsupportedPDUSink(),
-                                                 room_version_of, publisher)
+                                                 room_version_of, publisher, acl_of=acl_of)
         auth = FederationAuth(server_name, self.keyring)
         self.routers.append(build_federation_router(FederationRoutesContext(
             server_name=server_name, auth=auth, keyring=self.keyring, transactions=self.transactions,
             roomserver=roomserver, userapi=userapi)))
+        if roomserver is not None:
+            self.routers.append(build_membership_router(MembershipRoutesContext(
+                server_name=server_name, auth=auth, keyring=self.keyring, roomserver=roomserver,
+                signing_key=signing_keys[0], userapi=userapi)))
+            self.api.performer = MembershipPerformer(server_name, signing_keys[0], client, self.keyring, roomserver)
         self.queue = OutboundQueue(server_name, store, client, cfg)
         if event_log is not None and roomserver is not None:
             self.output_consumer = OutputConsumer(server_name, event_log, roomserver, self.queue)

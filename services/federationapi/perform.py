@@ -1,0 +1,487 @@
+"""Outbound membership handshakes: join, leave, invite and knock for rooms or users on
+other servers, and the checks shared with the inbound routes (routes_membership.py).
+
+* join:   make_join (template) -> our signed join -> send_join (v2) -> VERIFY the answer
+          (format, signatures via the keyring, content hashes, the auth chain is complete
+          and every event passes auth against its own auth events, the room's create
+          event matches the room and version, our join passes auth) -> roomserver
+          `join_remote_room`.
+* leave:  when we are not in the room (a remote invite we reject, a knock we withdraw):
+          make_leave -> send_leave. When we are joined it is an ordinary local event.
+* invite: our invite of a remote user, built on our state of the room by the roomserver
+          is not possible before the invitee's server signed it, so: build it here on
+          the room's current state, `PUT /invite` (v2) to the invitee's server, check its
+          signature, then hand it to the roomserver as a federated PDU of the room.
+* knock:  make_knock -> send_knock (v1).
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any, Iterable, Mapping
+from urllib.parse import quote
+
+from libs.errors import MatrixError, bad_json, forbidden, incompatible_room_version, not_found
+from libs.events.auth import AuthError, auth_types_for_event, check_event_auth
+from libs.events.builder import build_event
+from libs.events.event import Event
+from libs.events.hashes import compute_event_id
+from libs.events.limits import EventFormatError, check_pdu_format
+from libs.events.redaction import redact
+from libs.events.room_versions import ROOM_VERSIONS, EventFormat, RoomVersion, UnsupportedRoomVersion, \
+    get_room_version
+from libs.events.signing import SignatureError, SigningKey, check_event_hash, verify_event_signatures
+from services.roomserver.api import RoomserverAPI
+
+from .client import FederationClient, FederationError, FederationHTTPError
+from .keyring import KeyRing
+
+log = logging.getLogger(__name__)
+
+FED_V1 = "/_matrix/federation/v1"
+FED_V2 = "/_matrix/federation/v2"
+# Stripped state shown with invites and knocks (the spec's recommended set).
+STRIPPED_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+                        "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
+MAX_SERVERS_TRIED = 10
+
+
+class PDUCheckError(ValueError):
+    def __init__(self, errcode: str, error: str) -> None:
+        super().__init__(error)
+        self.errcode = errcode
+        self.error = error
+
+
+def domain_of(identifier: Any) -> str | None:
+    if not isinstance(identifier, str) or ":" not in identifier:
+        return None
+    return identifier.split(":", 1)[1] or None
+
+
+def event_id_for(pdu: Mapping[str, Any], version: RoomVersion) -> str:
+    if version.event_format is EventFormat.V1:
+        eid = pdu.get("event_id")
+        if not isinstance(eid, str) or not eid.startswith("$"):
+            raise PDUCheckError("M_BAD_JSON", "event without event_id")
+        return eid
+    try:
+        return compute_event_id(pdu, version)
+    except Exception as e:  # not encodable as canonical JSON
+        raise PDUCheckError("M_BAD_JSON", f"cannot compute the event ID: {e}") from None
+
+
+def federation_form(pdu: Mapping[str, Any], version: RoomVersion) -> dict[str, Any]:
+    """A PDU as it travels: no `event_id` for v3+ formats, no local `unsigned` data."""
+    out = {k: v for k, v in pdu.items() if k != "unsigned"}
+    if version.event_format is not EventFormat.V1:
+        out.pop("event_id", None)
+    return out
+
+
+async def check_signed_pdu(keyring: KeyRing, pdu: Any, version: RoomVersion, *,
+                           redact_bad_hash: bool = False) -> tuple[str, dict[str, Any]]:
+    """Format, signatures of every required server, content hash. Returns (event_id, pdu);
+    a bad hash raises, or (redact_bad_hash) gives the redacted PDU. Raises PDUCheckError."""
+    try:
+        check_pdu_format(pdu, version)
+    except EventFormatError as e:
+        raise PDUCheckError(e.errcode, str(e)) from None
+    event_id = event_id_for(pdu, version)
+    try:
+        keys = await keyring.keys_for_event(pdu, version)
+        verify_event_signatures(pdu, version, keys)
+    except SignatureError as e:
+        raise PDUCheckError("M_FORBIDDEN", f"signature check failed for {event_id}: {e}") from None
+    if not check_event_hash(pdu, version):
+        if not redact_bad_hash:
+            raise PDUCheckError("M_BAD_JSON", f"content hash mismatch for {event_id}")
+        pdu = redact(pdu, version)
+    return event_id, pdu
+
+
+def stripped_state(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """`invite_room_state` / `knock_room_state` entries from full state events."""
+    out: list[dict[str, Any]] = []
+    for ev in events:
+        if ev.get("type") in STRIPPED_STATE_TYPES and ev.get("state_key") == "":
+            out.append({"type": ev["type"], "state_key": "", "content": ev.get("content") or {},
+                        "sender": ev.get("sender")})
+    return out
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _http_error_to_matrix(e: FederationHTTPError) -> MatrixError:
+    body = e.body if isinstance(e.body, dict) else {}
+    extra = {"room_version": body["room_version"]} if "room_version" in body else {}
+    status = e.status if 400 <= e.status < 500 else 502
+    return MatrixError(status, e.errcode or "M_UNKNOWN",
+                       str(body.get("error") or f"{e.destination} refused: {e.status}"), **extra)
+
+
+def _refs(template: Mapping[str, Any], key: str) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """Event IDs (and v1/v2 reference hashes) of a template's prev_events/auth_events."""
+    ids: list[str] = []
+    hashes: dict[str, dict[str, str]] = {}
+    raw = template.get(key)
+    if not isinstance(raw, list):
+        raise bad_json(f"template has no {key}")
+    for ref in raw:
+        if isinstance(ref, str):
+            ids.append(ref)
+        elif isinstance(ref, list) and ref and isinstance(ref[0], str):
+            ids.append(ref[0])
+            if len(ref) > 1 and isinstance(ref[1], dict):
+                hashes[ref[0]] = ref[1]
+        else:
+            raise bad_json(f"bad reference in {key}")
+    return ids, hashes
+
+
+class MembershipPerformer:
+    """The outbound handshakes, for the FederationAPI's perform_* methods."""
+
+    def __init__(self, server_name: str, signing_key: SigningKey, client: FederationClient, keyring: KeyRing,
+                 roomserver: RoomserverAPI) -> None:
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.client = client
+        self.keyring = keyring
+        self.roomserver = roomserver
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _candidates(self, room_id: str, servers: Iterable[str]) -> list[str]:
+        out: list[str] = []
+        for s in [*servers, domain_of(room_id) or ""]:
+            if s and s != self.server_name and s not in out:
+                out.append(s)
+        return out[:MAX_SERVERS_TRIED]
+
+    async def _make(self, kind: str, servers: list[str], room_id: str, user_id: str,
+                    versions: bool) -> tuple[str, str, dict[str, Any]]:
+        """make_join/make_leave/make_knock against each server until one answers:
+        (server, room_version, template)."""
+        if not servers:
+            raise not_found("No server to ask about this room")
+        query = {"ver": list(ROOM_VERSIONS)} if versions else None
+        last: MatrixError | None = None
+        for server in servers:
+            try:
+                resp = await self.client.get_json(
+                    server, f"{FED_V1}/make_{kind}/{quote(room_id, safe='')}/{quote(user_id, safe='')}", query)
+            except FederationHTTPError as e:
+                last = _http_error_to_matrix(e)
+                if e.errcode == "M_INCOMPATIBLE_ROOM_VERSION":
+                    raise last from None
+                continue
+            except FederationError as e:
+                log.info("make_%s via %s failed: %s", kind, server, e)
+                last = MatrixError(502, "M_UNKNOWN", f"{server} unreachable")
+                continue
+            if not isinstance(resp, dict) or not isinstance(resp.get("event"), dict):
+                last = MatrixError(502, "M_UNKNOWN", f"bad make_{kind} answer from {server}")
+                continue
+            version = resp.get("room_version", "1")
+            if not isinstance(version, str) or version not in ROOM_VERSIONS:
+                raise incompatible_room_version(str(version))
+            return server, version, resp["event"]
+        assert last is not None
+        raise last
+
+    def _build_from_template(self, rv: RoomVersion, template: Mapping[str, Any], room_id: str, user_id: str,
+                             membership: str, content: Mapping[str, Any]) -> Event:
+        if (template.get("type") != "m.room.member" or template.get("state_key") != user_id
+                or template.get("sender") != user_id or template.get("room_id") != room_id):
+            raise MatrixError(502, "M_UNKNOWN", "the remote server sent a template for another event")
+        t_content = template.get("content")
+        merged: dict[str, Any] = dict(content)
+        if isinstance(t_content, dict) and "join_authorised_via_users_server" in t_content:
+            merged["join_authorised_via_users_server"] = t_content["join_authorised_via_users_server"]
+        merged["membership"] = membership
+        prev, prev_h = _refs(template, "prev_events")
+        auth, auth_h = _refs(template, "auth_events")
+        depth = template.get("depth")
+        if not isinstance(depth, int) or isinstance(depth, bool):
+            raise MatrixError(502, "M_UNKNOWN", "template without depth")
+        event_id = None
+        if rv.event_format is EventFormat.V1:
+            event_id = f"${secrets.token_urlsafe(18)}:{self.server_name}"
+        try:
+            return build_event(rv, type="m.room.member", sender=user_id, room_id=room_id, content=merged,
+                               prev_events=prev, auth_events=auth, depth=depth, origin_server_ts=_now_ms(),
+                               server_name=self.server_name, signing_key=self.signing_key, state_key=user_id,
+                               event_id=event_id, reference_hashes={**prev_h, **auth_h})
+        except (EventFormatError, ValueError, TypeError) as e:
+            raise MatrixError(502, "M_UNKNOWN", f"cannot build the event from the template: {e}") from None
+
+    async def _verify_events(self, rv: RoomVersion, pdus: Any, what: str) -> dict[str, Event]:
+        """Checked events of a send_join answer by ID. Events with a bad signature or
+        format are dropped; a bad hash redacts the event (as for any received PDU)."""
+        if not isinstance(pdus, list):
+            raise MatrixError(502, "M_UNKNOWN", f"send_join answer without {what}")
+        out: dict[str, Event] = {}
+        for pdu in pdus:
+            try:
+                eid, checked = await check_signed_pdu(self.keyring, pdu, rv, redact_bad_hash=True)
+            except PDUCheckError as e:
+                log.warning("dropping an event of a send_join answer: %s", e)
+                continue
+            out[eid] = Event(checked, rv, event_id=eid)
+        return out
+
+    # ---- aliases ------------------------------------------------------------------------
+    async def query_room_alias(self, alias: str) -> tuple[str, list[str]]:
+        server = domain_of(alias)
+        if not alias.startswith("#") or server is None:
+            raise MatrixError(400, "M_INVALID_PARAM", "Not a room alias")
+        try:
+            resp = await self.client.get_json(server, f"{FED_V1}/query/directory", {"room_alias": alias})
+        except FederationHTTPError as e:
+            if e.status == 404:
+                raise not_found("Room alias not found") from None
+            raise _http_error_to_matrix(e) from None
+        except FederationError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"cannot reach {server}: {e}") from None
+        room_id = resp.get("room_id") if isinstance(resp, dict) else None
+        if not isinstance(room_id, str) or not room_id.startswith("!"):
+            raise MatrixError(502, "M_UNKNOWN", "bad directory answer")
+        raw = resp.get("servers")
+        servers = [s for s in raw if isinstance(s, str)][:MAX_SERVERS_TRIED] if isinstance(raw, list) else []
+        return room_id, servers or [server]
+
+    # ---- join ---------------------------------------------------------------------------
+    async def perform_join(self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]) -> str:
+        candidates = self._candidates(room_id, servers)
+        server, version, template = await self._make("join", candidates, room_id, user_id, versions=True)
+        rv = get_room_version(version)
+        ev = self._build_from_template(rv, template, room_id, user_id, "join", content)
+        pdu = federation_form(ev.pdu, rv)
+        try:
+            resp = await self.client.put_json(
+                server, f"{FED_V2}/send_join/{quote(room_id, safe='')}/{quote(ev.event_id, safe='')}", pdu)
+        except FederationHTTPError as e:
+            raise _http_error_to_matrix(e) from None
+        except FederationError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"send_join to {server} failed: {e}") from None
+        if not isinstance(resp, dict):
+            raise MatrixError(502, "M_UNKNOWN", "bad send_join answer")
+        join_pdu = pdu
+        if isinstance(resp.get("event"), dict):
+            # Restricted joins come back signed by the authorising server too: same event.
+            returned = resp["event"]
+            try:
+                same = event_id_for(returned, rv) == ev.event_id
+            except PDUCheckError:
+                same = False
+            if same:
+                join_pdu = federation_form(returned, rv)
+        state, auth_chain = await self.verify_send_join(rv, room_id, join_pdu, resp)
+        return await self.roomserver.join_remote_room(room_id, version, join_pdu, state, auth_chain)
+
+    async def verify_send_join(self, rv: RoomVersion, room_id: str, join_pdu: dict[str, Any],
+                               resp: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Check a send_join answer; returns (state, auth_chain) PDUs that passed."""
+        try:
+            join_id, join_pdu = await check_signed_pdu(self.keyring, join_pdu, rv)
+        except PDUCheckError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"our join event does not verify: {e.error}") from None
+        state = await self._verify_events(rv, resp.get("state"), "state")
+        chain = await self._verify_events(rv, resp.get("auth_chain"), "auth_chain")
+        every = {**chain, **state}
+        for eid, e in every.items():
+            if e.room_id != room_id:
+                raise MatrixError(502, "M_UNKNOWN", f"event {eid} of another room in the send_join answer")
+        # The create event decides the room: it must be there, and match the room and version.
+        creates = [e for e in state.values() if e.type == "m.room.create" and e.state_key == ""]
+        if len(creates) != 1:
+            raise MatrixError(502, "M_UNKNOWN", "send_join answer without the room's create event")
+        create = creates[0]
+        if rv.hydra and "!" + create.event_id[1:] != room_id:
+            raise MatrixError(502, "M_UNKNOWN", "the create event does not match the room ID")
+        declared = create.content.get("room_version", "1")
+        if declared != rv.identifier:
+            raise MatrixError(502, "M_UNKNOWN", "the create event's room version is not the room's")
+        # Auth: each event against its own auth events, in auth order; failures are dropped
+        # (and whatever depends on them).
+        passed: dict[str, Event] = {}
+        for e in _auth_order(every):
+            auth_evs = [passed[a] for a in e.auth_event_ids if a in passed]
+            if rv.hydra and create.event_id in passed and create.event_id not in e.auth_event_ids:
+                auth_evs.append(passed[create.event_id])
+            try:
+                check_event_auth(e, auth_evs)
+            except AuthError as err:
+                log.warning("send_join answer: %s fails auth: %s", e.event_id, err)
+                continue
+            passed[e.event_id] = e
+        if create.event_id not in passed:
+            raise MatrixError(502, "M_UNKNOWN", "the room's create event does not pass auth")
+        # Our join must be allowed by the state the resident server gave us.
+        join = Event(join_pdu, rv, event_id=join_id)
+        by_key = {ev.state_tuple: ev for ev in state.values() if ev.event_id in passed}
+        wanted = auth_types_for_event(rv, join.type, join.sender, join.state_key, join.content)
+        try:
+            check_event_auth(join, [by_key[k] for k in wanted if k in by_key]
+                             + [passed[a] for a in join.auth_event_ids if a in passed])
+        except AuthError as err:
+            raise MatrixError(403, "M_FORBIDDEN", f"the resident server's state does not allow the join: {err}") \
+                from None
+        state_out = [federation_form(e.pdu, rv) for eid, e in state.items() if eid in passed]
+        chain_out = [federation_form(e.pdu, rv) for eid, e in chain.items() if eid in passed]
+        return state_out, chain_out
+
+    # ---- leave / knock ------------------------------------------------------------------
+    async def _make_send(self, kind: str, room_id: str, user_id: str, servers: list[str],
+                         content: dict[str, Any], send_path: str) -> tuple[str, str, dict[str, Any], Any]:
+        candidates = self._candidates(room_id, servers)
+        server, version, template = await self._make(kind, candidates, room_id, user_id,
+                                                     versions=(kind == "knock"))
+        rv = get_room_version(version)
+        ev = self._build_from_template(rv, template, room_id, user_id, kind, content)
+        pdu = federation_form(ev.pdu, rv)
+        try:
+            resp = await self.client.put_json(
+                server, f"{send_path}/{quote(room_id, safe='')}/{quote(ev.event_id, safe='')}", pdu)
+        except FederationHTTPError as e:
+            raise _http_error_to_matrix(e) from None
+        except FederationError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"send_{kind} to {server} failed: {e}") from None
+        return ev.event_id, version, pdu, resp
+
+    async def perform_leave(self, room_id: str, user_id: str, servers: list[str],
+                            content: dict[str, Any]) -> str:
+        event_id, version, pdu, _ = await self._make_send("leave", room_id, user_id, servers, content,
+                                                          f"{FED_V2}/send_leave")
+        await self._store_outlier(version, pdu, [])
+        return event_id
+
+    async def perform_knock(self, room_id: str, user_id: str, servers: list[str],
+                            content: dict[str, Any]) -> str:
+        event_id, version, pdu, resp = await self._make_send("knock", room_id, user_id, servers, content,
+                                                             f"{FED_V1}/send_knock")
+        state = resp.get("knock_room_state") if isinstance(resp, dict) else None
+        await self._store_outlier(version, pdu, state if isinstance(state, list) else [])
+        return event_id
+
+    async def _store_outlier(self, version: str, pdu: dict[str, Any], stripped: list[Any]) -> None:
+        """Our own leave/knock in a room we are not in, kept so our user's /sync shows it."""
+        store = getattr(self.roomserver, "store_outlier_membership", None)
+        if store is not None:
+            await store(version, pdu, stripped)
+
+    # ---- invite -------------------------------------------------------------------------
+    async def perform_invite(self, room_id: str, sender: str, invitee: str, content: dict[str, Any]) -> str:
+        """Invite a remote user into a room we are in: returns the invite's event ID."""
+        version = await self.roomserver.get_room_version(room_id)
+        if version is None:
+            raise not_found("Unknown room")
+        rv = get_room_version(version)
+        destination = domain_of(invitee)
+        if destination is None or destination == self.server_name:
+            raise bad_json("not a remote user")
+        template = await self._invite_template(room_id, rv, sender, invitee)
+        merged = {**content, "membership": "invite"}
+        event_id = f"${secrets.token_urlsafe(18)}:{self.server_name}" if rv.event_format is EventFormat.V1 else None
+        try:
+            ev = build_event(rv, type="m.room.member", sender=sender, room_id=room_id, content=merged,
+                             prev_events=template["prev"], auth_events=template["auth"], depth=template["depth"],
+                             origin_server_ts=_now_ms(), server_name=self.server_name,
+                             signing_key=self.signing_key, state_key=invitee, event_id=event_id,
+                             reference_hashes=template["hashes"])
+        except (EventFormatError, ValueError, TypeError) as e:
+            raise bad_json(f"cannot build the invite: {e}") from None
+        pdu = federation_form(ev.pdu, rv)
+        body = {"event": pdu, "room_version": version, "invite_room_state": template["stripped"]}
+        try:
+            resp = await self.client.put_json(
+                destination, f"{FED_V2}/invite/{quote(room_id, safe='')}/{quote(ev.event_id, safe='')}", body)
+        except FederationHTTPError as e:
+            raise _http_error_to_matrix(e) from None
+        except FederationError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"invite to {destination} failed: {e}") from None
+        signed = resp.get("event") if isinstance(resp, dict) else None
+        if not isinstance(signed, dict):
+            raise MatrixError(502, "M_UNKNOWN", "bad invite answer")
+        signed = federation_form(signed, rv)
+        try:
+            eid, signed = await check_signed_pdu(self.keyring, signed, rv)
+            keys = await self.keyring.keys_for_event(signed, rv)
+            verify_event_signatures(signed, rv, keys, servers=[destination])
+        except (PDUCheckError, SignatureError) as e:
+            raise MatrixError(502, "M_UNKNOWN", f"the invitee's server returned a bad invite: {e}") from None
+        if eid != ev.event_id:
+            raise MatrixError(502, "M_UNKNOWN", "the invitee's server changed the invite")
+        result = await self.roomserver.receive_federated_pdus(self.server_name, room_id, [signed])
+        err = result.results.get(eid)
+        if err is not None:
+            raise forbidden(f"invite not allowed: {err}")
+        return eid
+
+    async def _invite_template(self, room_id: str, rv: RoomVersion, sender: str, invitee: str) -> dict[str, Any]:
+        """prev_events/auth_events/depth for a new invite on the room's current state."""
+        state = await self.roomserver.get_current_state(room_id)
+        if not state:
+            raise not_found("Unknown room")
+        member = state.get(("m.room.member", sender))
+        if member is None or (member.get("content") or {}).get("membership") != "join":
+            raise forbidden(f"{sender} is not in the room")
+        extremities = await _forward_extremities(self.roomserver, room_id, state)
+        wanted = auth_types_for_event(rv, "m.room.member", sender, invitee, {"membership": "invite"})
+        auth_ids = [state[k]["event_id"] for k in sorted(wanted) if k in state
+                    and not (rv.hydra and k == ("m.room.create", ""))]
+        depth = max((int(e.get("depth", 0)) for e in extremities), default=0) + 1
+        hashes: dict[str, dict[str, str]] = {}
+        if rv.event_format is EventFormat.V1:
+            for e in [*extremities, *(state[k] for k in wanted if k in state)]:
+                h = e.get("hashes")
+                if isinstance(h, dict):
+                    hashes[e["event_id"]] = {"sha256": h.get("sha256", "")}
+        return {"prev": [e["event_id"] for e in extremities], "auth": auth_ids, "depth": depth,
+                "hashes": hashes, "stripped": stripped_state(state.values())}
+
+
+async def _forward_extremities(roomserver: RoomserverAPI, room_id: str,
+                               state: Mapping[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The room's forward extremities (the roomserver's query when it has one, else the
+    most recent state event, which is always an ancestor-or-equal of the extremities)."""
+    query = getattr(roomserver, "get_forward_extremities", None)
+    if query is not None:
+        ids = await query(room_id)
+        evs = await roomserver.get_events(list(ids))
+        if evs:
+            return list(evs.values())
+    latest = max(state.values(), key=lambda e: int(e.get("depth", 0)))
+    return [latest]
+
+
+def _auth_order(events: Mapping[str, Event]) -> list[Event]:
+    """Events so that each comes after the auth events of it that are present."""
+    out: list[Event] = []
+    seen: set[str] = set()
+    for root in sorted(events.values(), key=lambda e: (e.pdu.get("depth", 0) if isinstance(
+            e.pdu.get("depth"), int) else 0, e.event_id)):
+        stack: list[tuple[Event, bool]] = [(root, False)]
+        while stack:
+            e, expanded = stack.pop()
+            if e.event_id in seen:
+                continue
+            if expanded:
+                seen.add(e.event_id)
+                out.append(e)
+                continue
+            stack.append((e, True))
+            for a in e.auth_event_ids:
+                if a in events and a not in seen:
+                    stack.append((events[a], False))
+    return out
+
+
+def supported_version(version: Any) -> RoomVersion:
+    try:
+        return get_room_version(str(version))
+    except UnsupportedRoomVersion:
+        raise incompatible_room_version(str(version)) from None
