@@ -103,9 +103,12 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
 
     userapi = UserapiService(config, await db("userapi", USERAPI_MIGRATIONS), event_log,
                              bcrypt_rounds=bcrypt_rounds or config.registration.bcrypt_rounds)
+    from services.federationapi.transactions import MissingEventsClient, RoomserverPDUSink
+
+    missing_events = MissingEventsClient()  # connected to the federationapi below
     roomserver = RoomserverService(
         config, await db("roomserver", RoomserverService.migrations_package), event_log,
-        signing_key=signing_key, replies=InProcessReplies(),
+        signing_key=signing_key, replies=InProcessReplies(), missing_events=missing_events,
     )
     appservices = load_registry(config.app_service_config_files, config.server_name)
     userapi.client_auth.appservices = appservices
@@ -135,7 +138,9 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
 
     federation = FederationService(config.server_name, [signing_key], axon.__version__,
                                    config=config.federation, db=await db("federationapi", FEDERATION_MIGRATIONS),
-                                   event_log=event_log, roomserver=roomserver.api, userapi=userapi.api)
+                                   event_log=event_log, roomserver=roomserver.api, userapi=userapi.api,
+                                   sink=RoomserverPDUSink(roomserver.api))
+    missing_events.client, missing_events.transactions = federation.client, federation.transactions
 
     if config.federation.enabled:  # joins/invites/knocks of remote rooms and users
         clientapi.deps.federation = federation.api

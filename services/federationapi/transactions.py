@@ -7,8 +7,9 @@ size limits (`check_pdu_format`), the signatures of every required server (keys 
 `origin_server_ts` for v5+ rooms), then the content hash — a mismatch redacts the event
 and goes on. One bad PDU never fails the others; each gets its entry in the answer.
 Accepted PDUs go to the `InboundPDUSink`. EDUs are best effort: typing and receipts
-from the origin's own users in rooms we know, to-device messages for our users and
-device-list updates become the syncapi's records.
+from the origin's own users in rooms we know, to-device messages for our users,
+device-list updates and presence become the syncapi's records. A room's server ACL
+(`m.room.server_acl`) is applied to its PDUs and to typing/receipt EDUs from the origin.
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ from libs.events.signing import SignatureError, check_event_hash, verify_event_s
 from services.syncapi.api import (TOPIC_KEY_CHANGES, TOPIC_RECEIPTS, TOPIC_TO_DEVICE, TOPIC_TYPING,
                                   KeyChangeRecord, ReceiptRecord, ToDeviceRecord, TypingRecord)
 
+from urllib.parse import quote
+
+from services.userapi.api import TOPIC_PRESENCE
+
+from .acl import server_acl_allows
 from .api import InboundPDUSink, PDUError
 from .keyring import KeyRing
 from .storage.store import FederationStore
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_PDUS = 50
 MAX_EDUS = 100
 MAX_TYPING_TIMEOUT_MS = 120_000
+PRESENCE_STATES = ("online", "offline", "unavailable")
+MAX_STATUS_MSG = 1024
 
 
 class RecordPublisher(Protocol):
@@ -44,6 +52,8 @@ class RecordPublisher(Protocol):
 
 
 RoomVersionLookup = Callable[[str], Awaitable[str | None]]
+# The content of a room's m.room.server_acl state event (None: the room has none).
+AclLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
 def _domain(user_id: Any) -> str | None:
@@ -59,8 +69,9 @@ def _now_ms() -> int:
 class TransactionProcessor:
     def __init__(self, server_name: str, store: FederationStore, keyring: KeyRing, sink: InboundPDUSink,
                  room_version_of: RoomVersionLookup, publisher: RecordPublisher | None = None,
-                 clock_ms: Callable[[], int] = _now_ms) -> None:
+                 clock_ms: Callable[[], int] = _now_ms, *, acl_of: AclLookup | None = None) -> None:
         self.server_name = server_name
+        self.acl_of = acl_of
         self.store = store
         self.keyring = keyring
         self.sink = sink
@@ -143,9 +154,20 @@ class TransactionProcessor:
             return eid
         return compute_event_id(pdu, version)
 
+    async def origin_allowed(self, origin: str, room_id: Any) -> bool:
+        """The room's server ACL admits `origin` (rooms without an ACL admit everyone)."""
+        if self.acl_of is None or not isinstance(room_id, str):
+            return True
+        try:
+            return server_acl_allows(await self.acl_of(room_id), origin)
+        except Exception as e:  # the ACL could not be read: refuse rather than bypass it
+            log.warning("server ACL of %s unavailable: %s", room_id, e)
+            return False
+
     async def process_pdus(self, origin: str, pdus: list[Any]) -> dict[str, dict[str, Any]]:
         results: dict[str, dict[str, Any]] = {}
         accepted: list[Event] = []
+        acl_ok: dict[str, bool] = {}
         for pdu in pdus:
             try:
                 event_id, ev, err = await self.check_pdu(pdu)
@@ -154,6 +176,12 @@ class TransactionProcessor:
                 continue
             if event_id is None or event_id in results:
                 continue
+            room_id = pdu.get("room_id")
+            if err is None and ev is not None and isinstance(room_id, str):
+                if room_id not in acl_ok:
+                    acl_ok[room_id] = await self.origin_allowed(origin, room_id)
+                if not acl_ok[room_id]:
+                    err = PDUError("M_FORBIDDEN", f"{origin} is denied by the room's server ACL")
             if err is not None:
                 results[event_id] = {"error": f"{err.errcode}: {err.error}"}
             elif ev is not None:
@@ -199,7 +227,8 @@ class TransactionProcessor:
         out: list[tuple[str, str, dict[str, Any]]] = []
         if edu_type == "m.typing":
             room_id, user_id, typing = content.get("room_id"), content.get("user_id"), content.get("typing")
-            if _domain(user_id) == origin and isinstance(typing, bool) and await self._room_known(room_id):
+            if _domain(user_id) == origin and isinstance(typing, bool) and await self._room_known(room_id) \
+                    and await self.origin_allowed(origin, room_id):
                 timeout = content.get("timeout", 30000)
                 if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
                     timeout = 30000
@@ -208,7 +237,8 @@ class TransactionProcessor:
                 out.append((TOPIC_TYPING, room_id, asdict(rec)))
         elif edu_type == "m.receipt":
             for room_id, by_type in list(content.items())[:100]:
-                if not isinstance(by_type, dict) or not await self._room_known(room_id):
+                if not isinstance(by_type, dict) or not await self._room_known(room_id) \
+                        or not await self.origin_allowed(origin, room_id):
                     continue
                 for rtype, by_user in by_type.items():
                     if rtype != "m.read" or not isinstance(by_user, dict):
@@ -245,5 +275,97 @@ class TransactionProcessor:
             user_id = content.get("user_id")
             if _domain(user_id) == origin:
                 out.append((TOPIC_KEY_CHANGES, user_id, asdict(KeyChangeRecord(user_id=user_id))))
-        # m.presence: parsed by nobody yet (the syncapi has no presence stream); dropped.
+        elif edu_type == "m.presence":
+            out += self._presence_records(origin, content)
+        return out
+
+    def _presence_records(self, origin: str, content: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+        """`m.presence` pushes of the origin's own users, as the userapi's presence records
+        (`last_active_ts` from `last_active_ago`)."""
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        push = content.get("push")
+        now = self.clock_ms()
+        for item in push[:1000] if isinstance(push, list) else []:
+            if not isinstance(item, dict):
+                continue
+            user_id, presence = item.get("user_id"), item.get("presence")
+            if _domain(user_id) != origin or presence not in PRESENCE_STATES:
+                continue
+            ago = item.get("last_active_ago")
+            ago = ago if isinstance(ago, int) and not isinstance(ago, bool) and ago >= 0 else 0
+            msg = item.get("status_msg")
+            msg = msg[:MAX_STATUS_MSG] if isinstance(msg, str) else None
+            out.append((TOPIC_PRESENCE, user_id, {"user_id": user_id, "presence": presence,
+                                                  "status_msg": msg, "last_active_ts": max(0, now - ago)}))
+        return out
+
+
+# ---- the roomserver side ----------------------------------------------------------------
+
+class FederatedInputAPI(Protocol):
+    """The part of `RoomserverAPI` the sink needs."""
+
+    async def receive_federated_pdus(self, origin: str, room_id: str, pdus: list[dict[str, Any]]) -> Any: ...
+
+
+class RoomserverPDUSink:
+    """`InboundPDUSink` over the roomserver's federated input: the transaction's PDUs
+    grouped by room, one roomserver call per room (its worker processes them in
+    order); a failing room never fails the others."""
+
+    def __init__(self, roomserver: FederatedInputAPI) -> None:
+        self.roomserver = roomserver
+
+    async def receive_pdus(self, origin: str, pdus: list[Event]) -> dict[str, PDUError | None]:
+        by_room: dict[str, list[Event]] = {}
+        for ev in pdus:
+            by_room.setdefault(ev.room_id, []).append(ev)
+        out: dict[str, PDUError | None] = {}
+        for room_id, evs in by_room.items():
+            try:
+                res = await self.roomserver.receive_federated_pdus(origin, room_id, [ev.pdu for ev in evs])
+                results: dict[str, str | None] = res.results
+            except MatrixError as e:
+                for ev in evs:
+                    out[ev.event_id] = PDUError(e.errcode, e.error)
+                continue
+            except Exception as e:
+                log.warning("federated input for %s failed: %s", room_id, e, exc_info=True)
+                for ev in evs:
+                    out[ev.event_id] = PDUError("M_UNKNOWN", "internal error")
+                continue
+            for ev in evs:
+                if ev.event_id not in results:
+                    out[ev.event_id] = PDUError("M_UNKNOWN", "not processed")
+                    continue
+                err = results[ev.event_id]
+                out[ev.event_id] = None if err is None else PDUError("M_FORBIDDEN", str(err))
+        return out
+
+
+class MissingEventsClient:
+    """`MissingEventsFetcher` for the roomserver: `POST /get_missing_events` to the
+    origin, each returned PDU checked like a /send PDU (format, signatures, hash).
+    `client` and `transactions` are set once the federationapi exists (it is built
+    after the roomserver); until then nothing is fetched."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.transactions: TransactionProcessor | None = None
+
+    async def get_missing_events(self, origin: str, room_id: str, earliest: list[str], latest: list[str],
+                                 limit: int, min_depth: int) -> list[dict[str, Any]]:
+        if self.client is None or self.transactions is None:
+            return []
+        body = await self.client.post_json(
+            origin, f"/_matrix/federation/v1/get_missing_events/{quote(room_id, safe='')}",
+            {"earliest_events": earliest, "latest_events": latest, "limit": limit, "min_depth": min_depth})
+        events = body.get("events") if isinstance(body, dict) else None
+        out: list[dict[str, Any]] = []
+        for p in events[:limit] if isinstance(events, list) else []:
+            if not isinstance(p, dict) or p.get("room_id") != room_id:
+                continue
+            _eid, ev, err = await self.transactions.check_pdu(p)
+            if ev is not None and err is None:
+                out.append(ev.pdu)
         return out

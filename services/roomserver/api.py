@@ -96,6 +96,27 @@ class RoomMembership:
     event_id: str
 
 
+@dataclass
+class FederatedInputResult:
+    # event_id -> None (accepted, including soft-failed) or why it was rejected / not stored
+    results: dict[str, str | None]
+
+
+@dataclass
+class StateAndAuthChain:
+    state: list[dict[str, Any]]       # PDUs in federation format (no event_id for v3+ rooms)
+    auth_chain: list[dict[str, Any]]  # PDUs
+
+
+class MissingEventsFetcher(Protocol):
+    """What the roomserver asks the federationapi for when a PDU's prev_events are
+    unknown (`POST /get_missing_events` to `origin`). Returns PDUs whose format,
+    signatures and content hash the federationapi has checked (bad hash: redacted)."""
+
+    async def get_missing_events(self, origin: str, room_id: str, earliest: list[str], latest: list[str],
+                                 limit: int, min_depth: int) -> list[dict[str, Any]]: ...
+
+
 class RoomserverAPI(Protocol):
     # perform (each goes through the input log and waits for the commit)
     async def create_room(self, req: CreateRoomRequest) -> str: ...
@@ -119,6 +140,25 @@ class RoomserverAPI(Protocol):
     async def set_room_visibility(self, room_id: str, visibility: str) -> None: ...
     async def get_room_visibility(self, room_id: str) -> str: ...
     async def list_public_rooms(self) -> list[str]: ...
+
+    # federation (services/roomserver/federated.py; see docs/architecture.md "Federated input")
+    async def receive_federated_pdus(self, origin: str, room_id: str,
+                                     pdus: list[dict[str, Any]]) -> FederatedInputResult: ...
+    async def get_pdu(self, event_id: str) -> tuple[str, dict[str, Any]] | None: ...
+    async def get_state_and_auth_chain(self, room_id: str, event_id: str) -> StateAndAuthChain: ...
+    async def get_state_ids_and_auth_chain_ids(self, room_id: str, event_id: str) -> tuple[list[str], list[str]]: ...
+    async def get_auth_chain(self, event_ids: list[str]) -> list[dict[str, Any]]: ...
+    async def get_missing_events(self, room_id: str, earliest: list[str], latest: list[str], limit: int,
+                                 min_depth: int) -> list[dict[str, Any]]: ...
+    async def backfill(self, room_id: str, from_event_ids: list[str], limit: int) -> list[dict[str, Any]]: ...
+    async def make_membership_event(self, room_id: str, user_id: str, membership: str,
+                                    supported_versions: list[str] | None = None) -> tuple[str, dict[str, Any]]: ...
+    async def receive_membership_pdu(self, origin: str, room_id: str, pdu: dict[str, Any],
+                                     membership: str) -> StateAndAuthChain: ...
+    async def join_remote_room(self, room_id: str, room_version: str, join_pdu: dict[str, Any],
+                               state: list[dict[str, Any]], auth_chain: list[dict[str, Any]]) -> str: ...
+    async def store_invite(self, room_version: str, invite_pdu: dict[str, Any],
+                           invite_room_state: list[dict[str, Any]]) -> None: ...
 
 
 def decode_output_record(value: bytes) -> dict[str, Any] | None:

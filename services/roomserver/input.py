@@ -41,7 +41,7 @@ from libs.events.room_versions import EventFormat, RoomVersion, UnsupportedRoomV
 from libs.events.signing import SigningKey
 from libs.events.unpadded_base64 import encode_base64
 
-from services.roomserver.api import CreateRoomRequest, NewEventRequest, OutputNewEvent
+from services.roomserver.api import CreateRoomRequest, MissingEventsFetcher, NewEventRequest, OutputNewEvent
 from services.roomserver.create import create_content, plan_after_create
 from services.roomserver.state import EMPTY_SNAPSHOT, NewSnapshot, RoomInfo, plan_snapshot
 from services.roomserver.storage.store import (
@@ -54,6 +54,8 @@ from services.roomserver.storage.store import (
 log = logging.getLogger(__name__)
 
 MAX_PREV_EVENTS = 20
+# Input kinds handled by services/roomserver/federated.py.
+FEDERATED_KINDS = ("federated_pdus", "join_remote_room", "store_invite")
 CREATE_KEY = ("m.room.create", "")
 
 # (outbox_nid, room_id, event_id, record JSON) rows just committed.
@@ -123,6 +125,7 @@ class RoomInputProcessor:
         clock: Callable[[], int] = now_ms,
         max_cached_rooms: int = 2048,
         max_cached_events: int = 50_000,
+        missing_events: "MissingEventsFetcher | None" = None,
     ) -> None:
         self.store = store
         self.server_name = server_name
@@ -133,6 +136,9 @@ class RoomInputProcessor:
         self._events: OrderedDict[str, Event] = OrderedDict()
         self._max_rooms = max_cached_rooms
         self._max_events = max_cached_events
+        from services.roomserver.federated import FederatedInput
+
+        self.federated = FederatedInput(self, missing_events)
 
     # ---- caches ---------------------------------------------------------------------
     async def room(self, room_id: str) -> RoomInfo | None:
@@ -191,6 +197,17 @@ class RoomInputProcessor:
                     request_id,
                 )
                 return {"room_id": room_id}
+            if kind in FEDERATED_KINDS:
+                try:
+                    result = await self._federated(kind, body)
+                except (MatrixError, TypeError, KeyError):
+                    raise
+                except Exception as e:  # hostile input must never wedge the room's worker
+                    log.exception("federated input %s failed", kind)
+                    raise MatrixError(500, "M_UNKNOWN", f"federated input failed: {type(e).__name__}") from None
+                if request_id:
+                    await self.store.put_input_result(request_id, result)
+                return result
             raise bad_json(f"unknown input kind {kind!r}")
         except MatrixError as e:
             result = error_result(e)
@@ -199,6 +216,21 @@ class RoomInputProcessor:
         if request_id:
             await self.store.put_input_result(request_id, result)
         return result
+
+    async def _federated(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        fed = self.federated
+        if kind == "federated_pdus":
+            pdus = body["pdus"]
+            if not isinstance(pdus, list):
+                raise TypeError("pdus must be a list")
+            return await fed.receive(str(body["origin"]), str(body["room_id"]), pdus)
+        if kind == "join_remote_room":
+            eid = await fed.join_remote_room(str(body["room_id"]), str(body["room_version"]), body["join_pdu"],
+                                             list(body["state"]), list(body["auth_chain"]))
+            return {"event_id": eid}
+        eid = await fed.store_invite(str(body["room_version"]), body["invite_pdu"],
+                                     list(body.get("invite_room_state") or []))
+        return {"event_id": eid}
 
     async def handle_batch(self, items: list[InputItem]) -> list[dict[str, Any]]:
         """Process input records in order (normally all of one room); runs of

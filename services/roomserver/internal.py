@@ -22,12 +22,15 @@ from libs.log.reply import ReplyChannel, ReplyTimeout
 from services.roomserver.api import (
     TOPIC_INPUT,
     CreateRoomRequest,
+    FederatedInputResult,
     NewEventRequest,
     RoomMembership,
     SendResult,
+    StateAndAuthChain,
 )
 from services.roomserver.consumers import encode_input
 from services.roomserver.create import create_content, random_room_id
+from services.roomserver.federation_reads import FederationReads
 from services.roomserver.input import now_ms, result_error
 from services.roomserver.storage.store import EventRow, RoomserverStore
 
@@ -63,6 +66,7 @@ class RoomserverInternal:
         # Room ID -> version of rooms known to exist: rooms are never deleted and a
         # room's version never changes, so positive answers are cached (bounded).
         self._room_versions: dict[str, str] = {}
+        self.fed = FederationReads(store, server_name, signing_key)
 
     # ---- perform ---------------------------------------------------------------------
     async def _request(self, room_id: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -216,3 +220,62 @@ class RoomserverInternal:
     async def list_public_rooms(self) -> list[str]:
         return await self.store.public_rooms()
 
+
+    # ---- federation ------------------------------------------------------------------------
+    async def receive_federated_pdus(self, origin: str, room_id: str,
+                                     pdus: list[dict[str, Any]]) -> FederatedInputResult:
+        result = await self._request(room_id, "federated_pdus",
+                                     {"origin": origin, "room_id": room_id, "pdus": pdus})
+        return FederatedInputResult(results=dict(result.get("results") or {}))
+
+    async def get_pdu(self, event_id: str) -> tuple[str, dict[str, Any]] | None:
+        return await self.fed.get_pdu(event_id)
+
+    async def get_state_and_auth_chain(self, room_id: str, event_id: str) -> StateAndAuthChain:
+        return await self.fed.get_state_and_auth_chain(room_id, event_id)
+
+    async def get_state_ids_and_auth_chain_ids(self, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
+        return await self.fed.get_state_ids_and_auth_chain_ids(room_id, event_id)
+
+    async def get_auth_chain(self, event_ids: list[str]) -> list[dict[str, Any]]:
+        return await self.fed.get_auth_chain(event_ids)
+
+    async def get_missing_events(self, room_id: str, earliest: list[str], latest: list[str], limit: int,
+                                 min_depth: int) -> list[dict[str, Any]]:
+        return await self.fed.get_missing_events(room_id, earliest, latest, limit, min_depth)
+
+    async def backfill(self, room_id: str, from_event_ids: list[str], limit: int) -> list[dict[str, Any]]:
+        return await self.fed.backfill(room_id, from_event_ids, limit)
+
+    async def make_membership_event(self, room_id: str, user_id: str, membership: str,
+                                    supported_versions: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+        return await self.fed.make_membership_event(room_id, user_id, membership, supported_versions)
+
+    async def receive_membership_pdu(self, origin: str, room_id: str, pdu: dict[str, Any],
+                                     membership: str) -> StateAndAuthChain:
+        """send_join / send_leave / send_knock (the federationapi checked signatures)."""
+        event_id, signed = await self.fed.check_membership_pdu(origin, room_id, pdu, membership)
+        result = await self._request(room_id, "federated_pdus",
+                                     {"origin": origin, "room_id": room_id, "pdus": [signed]})
+        err = (result.get("results") or {}).get(event_id, "not processed")
+        if err is not None:
+            raise MatrixError(403, "M_FORBIDDEN", f"the {membership} event was not accepted: {err}")
+        if event_id in (result.get("soft_failed") or []):
+            raise MatrixError(403, "M_FORBIDDEN", f"the {membership} event is not allowed by the current state")
+        return await self.fed.get_state_and_auth_chain(room_id, event_id)
+
+    async def join_remote_room(self, room_id: str, room_version: str, join_pdu: dict[str, Any],
+                               state: list[dict[str, Any]], auth_chain: list[dict[str, Any]]) -> str:
+        result = await self._request(room_id, "join_remote_room", {
+            "room_id": room_id, "room_version": room_version, "join_pdu": join_pdu,
+            "state": state, "auth_chain": auth_chain})
+        self._room_versions.pop(room_id, None)
+        return str(result["event_id"])
+
+    async def store_invite(self, room_version: str, invite_pdu: dict[str, Any],
+                           invite_room_state: list[dict[str, Any]]) -> None:
+        room_id = invite_pdu.get("room_id") if isinstance(invite_pdu, dict) else None
+        if not isinstance(room_id, str) or not room_id.startswith("!"):
+            raise bad_json("invite event without a room_id")
+        await self._request(room_id, "store_invite", {
+            "room_version": room_version, "invite_pdu": invite_pdu, "invite_room_state": invite_room_state})

@@ -21,7 +21,7 @@ from libs.log.reply import InProcessReplies, LogReplies, ReplyChannel, ReplySend
 from libs.log.runner import KeyedRunner, RunnerConfig
 from libs.storage import Database
 
-from services.roomserver.api import TOPIC_INPUT, TOPIC_OUTPUT
+from services.roomserver.api import TOPIC_INPUT, TOPIC_OUTPUT, MissingEventsFetcher
 from services.roomserver.consumers import InputConsumer, RevokeAwareListener
 from services.roomserver.input import RoomInputProcessor
 from services.roomserver.internal import RoomserverInternal
@@ -53,6 +53,7 @@ class RoomserverService:
         replies: ReplyChannel | None = None,
         runner_config: RunnerConfig | None = None,
         start_relay: bool = True,
+        missing_events: MissingEventsFetcher | None = None,
         **_other_apis: Any,
     ) -> None:
         self.config = config
@@ -71,6 +72,7 @@ class RoomserverService:
         self.processor = RoomInputProcessor(
             self.store, config.server_name, self.signing_key,
             on_committed=self.relay.notify if start_relay else None,
+            missing_events=missing_events,
         )
         self._start_relay = start_relay
         self.api = RoomserverInternal(

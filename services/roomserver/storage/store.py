@@ -280,6 +280,41 @@ class RoomserverStore:
         )
         return apply_chain([json.loads(r[1]) for r in rows])
 
+    async def snapshot_entries(self, snapshot_nid: int) -> dict[tuple[int, int], tuple[str, int]]:
+        """A snapshot's full state as (type_nid, state_key_nid) -> (event_id, event_nid)."""
+        nids = await self.load_snapshot(snapshot_nid)
+        ids = await self.event_ids_by_nid(list(nids.values()))
+        return {k: (ids[n], n) for k, n in nids.items() if n in ids}
+
+    async def event_ids_by_nid(self, nids: list[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        uniq = list(dict.fromkeys(nids))
+        for i in range(0, len(uniq), 500):
+            part = uniq[i : i + 500]
+            ph = ",".join(f"${k + 1}" for k in range(len(part)))
+            for r in await self.db.fetch(
+                f"SELECT event_nid, event_id FROM events WHERE event_nid IN ({ph})", *part
+            ):
+                out[int(r[0])] = r[1]
+        return out
+
+    async def events_in_range(self, room_id: str, min_depth: int, max_depth: int, limit: int) -> list[EventRow]:
+        """Non-rejected events of a room with min_depth <= depth <= max_depth, deepest first."""
+        rows = await self.db.fetch(
+            self._EVENT_COLS + " WHERE r.room_id = $1 AND e.depth >= $2 AND e.depth <= $3"
+            " AND e.rejected = FALSE ORDER BY e.depth DESC, e.event_nid DESC LIMIT $4",
+            room_id, min_depth, max_depth, limit,
+        )
+        return [self._event_row(r) for r in rows]
+
+    async def set_membership(self, room_nid: int, user_id: str, membership: str, event_nid: int) -> None:
+        await self.db.execute(
+            "INSERT INTO memberships (room_nid, user_id, membership, event_nid)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (room_nid, user_id)"
+            " DO UPDATE SET membership = excluded.membership, event_nid = excluded.event_nid",
+            room_nid, user_id, membership, event_nid,
+        )
+
     async def count_snapshots(self, room_nid: int) -> int:
         return int(await self.db.fetchval(
             "SELECT COUNT(*) FROM state_snapshots WHERE room_nid = $1", room_nid

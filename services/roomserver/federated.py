@@ -1,0 +1,655 @@
+"""Federated input: PDUs from other servers, processed by the room's single worker.
+
+Called from `RoomInputProcessor.handle` for the input kinds "federated_pdus",
+"join_remote_room" and "store_invite". Per PDU (in order of depth):
+
+1. format (`check_pdu_format`), room ID, and the event ID computed here (a PDU's own
+   `event_id` is never trusted for v3+ rooms); already stored -> accepted, no-op;
+2. auth events: all must be stored (missing -> not stored, error), then
+   `check_event_auth` against them (a rejected auth event, one from another room...
+   -> stored as rejected, never in any state, never published);
+3. prev_events we do not have are asked of the origin (`MissingEventsFetcher`, at most
+   `MISSING_EVENTS_LIMIT` events per gap, each processed like any PDU, no recursion);
+   prevs still unknown are ignored: the state before the event is resolved over the
+   prevs we have (none with state -> the room's current state);
+4. the state before the event: its single prev's state after, or `resolve_state` over
+   the prevs' states; the auth rules against it (fail -> rejected);
+5. soft-fail: the auth rules against the room's current state (fail -> stored with its
+   state, never a forward extremity, never in current state; published with
+   `soft_failed=True`, which consumers drop);
+6. otherwise accepted: state snapshot, forward extremities (prevs out, event in),
+   current state = the state after the event when it descends from every extremity,
+   else resolve(current state, state after the event); memberships; outbox.
+
+Each PDU is committed in its own transaction (a transaction carries at most 50).
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from libs.errors import MatrixError, bad_json, forbidden, not_found
+from libs.events.auth import AuthError, auth_types_for_event, check_auth_rules, check_event_auth
+from libs.events.canonical_json import encode_canonical_json
+from libs.events.event import Event
+from libs.events.hashes import compute_event_id
+from libs.events.limits import EventFormatError, check_pdu_format
+from libs.events.room_versions import EventFormat, RoomVersion, UnsupportedRoomVersion, get_room_version
+from libs.events.state_res import StateResolutionError, resolve_state
+
+from services.roomserver.api import MissingEventsFetcher, OutputNewEvent
+from services.roomserver.state import (
+    EMPTY_SNAPSHOT,
+    NidState,
+    RoomInfo,
+    SnapshotInfo,
+    SnapshotRef,
+    plan_snapshot,
+    state_hash,
+)
+from services.roomserver.storage.store import NewRoomRow, PersistBatch, PersistEvent
+
+if TYPE_CHECKING:
+    from services.roomserver.input import RoomInputProcessor
+
+log = logging.getLogger(__name__)
+
+MISSING_EVENTS_LIMIT = 10
+CREATE_KEY = ("m.room.create", "")
+# A state: (type, state_key) -> (event_id, event_nid); nid 0 = written in this transaction.
+State = dict[tuple[str, str], tuple[str, int]]
+
+
+class RejectedError(Exception):
+    """The event is stored as rejected (never in state) for this reason."""
+
+
+class NotStoredError(Exception):
+    """The event is not stored at all (missing auth events, malformed...)."""
+
+
+def event_id_of(pdu: dict[str, Any], rv: RoomVersion) -> str:
+    if rv.event_format is EventFormat.V1:
+        eid = pdu.get("event_id")
+        if not isinstance(eid, str) or not eid.startswith("$"):
+            raise NotStoredError("v1/v2 event without a valid event_id")
+        return eid
+    return compute_event_id(pdu, rv)
+
+
+def stored_form(pdu: dict[str, Any], rv: RoomVersion, keep_unsigned: bool = False) -> dict[str, Any]:
+    """What we keep of a remote PDU: no `unsigned` (remote claims), no event_id for v3+."""
+    out = {k: v for k, v in pdu.items() if keep_unsigned or k != "unsigned"}
+    if rv.event_format is not EventFormat.V1:
+        out.pop("event_id", None)
+    return out
+
+
+class _Loader:
+    """`EventLoader` for state resolution over the roomserver's events."""
+
+    def __init__(self, proc: "RoomInputProcessor") -> None:
+        self.proc = proc
+        self.rejected: set[str] = set()
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        out: dict[str, Event] = {}
+        rest: list[str] = []
+        for eid in event_ids:
+            ev = self.proc._events.get(eid)
+            if ev is not None:
+                out[eid] = ev
+            else:
+                rest.append(eid)
+        if rest:
+            for row in await self.proc.store.get_event_rows(rest):
+                ev = Event(row.pdu, get_room_version(row.room_version), row.event_id)
+                if row.rejected:
+                    self.rejected.add(row.event_id)
+                out[row.event_id] = ev
+        return out
+
+
+class FederatedInput:
+    def __init__(self, proc: "RoomInputProcessor", fetcher: MissingEventsFetcher | None = None,
+                 max_cached_snapshots: int = 256) -> None:
+        self.proc = proc
+        self.store = proc.store
+        self.fetcher = fetcher
+        self._snapshots: OrderedDict[int, State] = OrderedDict()
+        self._max_snapshots = max_cached_snapshots
+
+    # ---- states ---------------------------------------------------------------------
+    async def snapshot_state(self, snapshot_nid: int) -> State:
+        """A stored snapshot as (type, state_key) -> (event_id, nid); snapshots never change."""
+        if snapshot_nid == 0:
+            return {}
+        got = self._snapshots.get(snapshot_nid)
+        if got is not None:
+            self._snapshots.move_to_end(snapshot_nid)
+            return got
+        entries = await self.store.snapshot_entries(snapshot_nid)
+        names = await self.store.state_names(entries)
+        state = {names[k]: v for k, v in entries.items()}
+        self._snapshots[snapshot_nid] = state
+        while len(self._snapshots) > self._max_snapshots:
+            self._snapshots.popitem(last=False)
+        return state
+
+    async def _nid_state(self, state: State) -> NidState:
+        types = await self.store.intern_types({t for t, _ in state})
+        sks = await self.store.intern_state_keys({s for _, s in state})
+        return {(types[t], sks[s]): v for (t, s), v in state.items()}
+
+    async def _snapshot_for(self, room: RoomInfo, state: State, parent: tuple[SnapshotInfo, State] | None
+                            ) -> SnapshotRef:
+        """A snapshot holding exactly `state`: an existing one, or a delta over `parent`."""
+        nid_state = await self._nid_state(state)
+        h = state_hash(nid_state)
+        if room.room_nid:
+            found = await self.store.find_snapshot(room.room_nid, h)
+            if found is not None:
+                return await self.store.snapshot_info(found)
+        if parent is None:
+            base, base_nid_state = EMPTY_SNAPSHOT, {}
+        else:
+            base, base_nid_state = parent[0], await self._nid_state(parent[1])
+        changes: dict[tuple[int, int], tuple[str, int] | None] = dict(nid_state)
+        for k in base_nid_state:
+            if k not in nid_state:
+                changes[k] = None
+        snap, _eff = plan_snapshot(base, base_nid_state, changes)
+        return snap
+
+    async def _resolve(self, rv: RoomVersion, states: list[State]) -> State:
+        if len(states) == 1:
+            return dict(states[0])
+        entries: dict[str, int] = {}
+        for s in states:
+            for eid, nid in s.values():
+                if nid:
+                    entries[eid] = nid
+                else:
+                    entries.setdefault(eid, 0)
+        loader = _Loader(self.proc)
+        try:
+            resolved = await resolve_state(rv, [{k: v[0] for k, v in s.items()} for s in states], loader,
+                                           rejected_event_ids=loader.rejected)
+        except StateResolutionError as e:
+            raise RejectedError(f"state resolution failed: {e}") from None
+        return {k: (eid, entries.get(eid, 0)) for k, eid in resolved.items()}
+
+    async def _auth_state(self, ev: Event, state: State) -> dict[tuple[str, str], Event]:
+        keys = auth_types_for_event(ev.room_version, ev.type, ev.sender, ev.state_key, ev.content)
+        keys.add(CREATE_KEY)
+        out: dict[tuple[str, str], Event] = {}
+        for k in keys:
+            entry = state.get(k)
+            if entry is not None:
+                aev = await self.proc._event(entry[0])
+                if aev is not None:
+                    out[k] = aev
+        return out
+
+    # ---- input: PDUs of one room ----------------------------------------------------------
+    async def receive(self, origin: str, room_id: str, pdus: list[Any]) -> dict[str, Any]:
+        """-> {"results": {event_id: None | error}, "soft_failed": [event_id...]}"""
+        results: dict[str, str | None] = {}
+        soft: list[str] = []
+        room = await self.proc.room(room_id)
+        if room is None or CREATE_KEY not in room.state:
+            # Unknown room, or one we only hold an invite for: we are not in it.
+            for p in pdus:
+                eid = self._try_event_id(p, room)
+                if eid is not None:
+                    results[eid] = f"not in room {room_id}"
+            return {"results": results, "soft_failed": soft}
+        rv = get_room_version(room.room_version)
+        events: list[Event] = []
+        for p in pdus:
+            try:
+                ev = self._parse(p, rv, room_id)
+            except NotStoredError as e:
+                eid = self._try_event_id(p, room)
+                if eid is not None:
+                    results[eid] = str(e)
+                continue
+            if ev.event_id not in results:
+                results[ev.event_id] = None
+                events.append(ev)
+        events.sort(key=lambda e: e.depth)
+        for ev in events:
+            try:
+                outcome = await self.process(room, rv, origin, ev, fetch_missing=True)
+            except NotStoredError as e:
+                results[ev.event_id] = str(e)
+                continue
+            if outcome == "soft_failed":
+                soft.append(ev.event_id)
+            elif outcome != "accepted":
+                results[ev.event_id] = outcome
+        return {"results": results, "soft_failed": soft}
+
+    def _try_event_id(self, pdu: Any, room: RoomInfo | None) -> str | None:
+        if not isinstance(pdu, dict):
+            return None
+        try:
+            if room is None:
+                # Version unknown: the PDU's own ID (v1/v2) or the v4+ hash (a guess, only to name it).
+                eid = pdu.get("event_id")
+                return eid if isinstance(eid, str) else compute_event_id(pdu, get_room_version("10"))
+            return event_id_of(pdu, get_room_version(room.room_version))
+        except Exception:
+            return None
+
+    @staticmethod
+    def _parse(pdu: Any, rv: RoomVersion, room_id: str | None) -> Event:
+        try:
+            check_pdu_format(pdu, rv)
+        except EventFormatError as e:
+            raise NotStoredError(f"{e.errcode}: {e}") from None
+        try:
+            eid = event_id_of(pdu, rv)
+        except NotStoredError:
+            raise
+        except Exception as e:
+            raise NotStoredError(f"cannot compute the event ID: {e}") from None
+        ev = Event(stored_form(pdu, rv), rv, eid)
+        if room_id is not None and ev.room_id != room_id:
+            raise NotStoredError(f"event belongs to room {ev.room_id!r}, not {room_id}")
+        return ev
+
+    async def process(self, room: RoomInfo, rv: RoomVersion, origin: str, ev: Event, *,
+                      fetch_missing: bool) -> str:
+        """Check and commit one event: "accepted", "soft_failed", or the rejection
+        reason (stored as rejected). Raises NotStoredError when nothing is stored."""
+        existing = await self.store.get_event_row(ev.event_id)
+        if existing is not None:
+            if existing.room_id != room.room_id:
+                raise NotStoredError("event ID already used in another room")
+            return "soft_failed" if existing.soft_failed else (
+                f"rejected: {ev.event_id} was rejected before" if existing.rejected else "accepted")
+        if ev.type == "m.room.create":
+            raise NotStoredError("the room already has a create event")
+        # Auth events: all must be known (fetching them is not done yet).
+        auth_ids = ev.full_auth_event_ids
+        auth_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(auth_ids)))}
+        missing_auth = [a for a in auth_ids if a not in auth_rows]
+        if missing_auth:
+            raise NotStoredError(f"missing auth events: {', '.join(missing_auth[:5])}")
+        auth_events = [Event(r.pdu, get_room_version(r.room_version), r.event_id) for r in auth_rows.values()]
+        rejected_auth = {r.event_id for r in auth_rows.values() if r.rejected}
+        try:
+            check_event_auth(ev, auth_events, rejected_event_ids=rejected_auth)
+        except AuthError as e:
+            await self._commit(room, rv, ev, None, None, f"auth events: {e.reason}")
+            return f"rejected: {e.reason}"
+
+        # prev_events: fetch what we miss (bounded), then the state before the event.
+        prev_ids = ev.prev_event_ids
+        prev_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(prev_ids)))}
+        if fetch_missing and self.fetcher is not None and any(p not in prev_rows for p in prev_ids):
+            await self._fetch_missing(room, rv, origin, ev)
+            prev_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(prev_ids)))}
+        with_state = [r for r in prev_rows.values()
+                      if r.room_id == room.room_id and r.after_snapshot_nid != 0]
+        if not with_state:
+            # No prev with known state (all missing, or outliers): the current state
+            # stands in for it (documented limitation).
+            before_state: State = dict(room.state)
+            before_ref: SnapshotRef = room.snapshot
+            if not isinstance(before_ref, SnapshotInfo) or before_ref.nid == 0:
+                before_ref = await self._snapshot_for(room, before_state, None)
+        elif len(with_state) == 1:
+            r = with_state[0]
+            before_state = await self.snapshot_state(r.after_snapshot_nid)
+            before_ref = await self.store.snapshot_info(r.after_snapshot_nid)
+        else:
+            states = [await self.snapshot_state(r.after_snapshot_nid) for r in with_state]
+            before_state = await self._resolve(rv, states)
+            first = with_state[0]
+            before_ref = await self._snapshot_for(
+                room, before_state, (await self.store.snapshot_info(first.after_snapshot_nid), states[0]))
+        try:
+            check_auth_rules(ev, await self._auth_state(ev, before_state))
+        except AuthError as e:
+            await self._commit(room, rv, ev, before_ref, before_state, f"state before: {e.reason}")
+            return f"rejected: {e.reason}"
+        soft_failed = False
+        try:
+            check_auth_rules(ev, await self._auth_state(ev, room.state))
+        except AuthError as e:
+            log.info("soft-failing %s from %s: %s", ev.event_id, origin, e.reason)
+            soft_failed = True
+        await self._commit(room, rv, ev, before_ref, before_state, None, soft_failed=soft_failed)
+        return "soft_failed" if soft_failed else "accepted"
+
+    async def _fetch_missing(self, room: RoomInfo, rv: RoomVersion, origin: str, ev: Event) -> None:
+        assert self.fetcher is not None
+        min_depth = min((d for _nid, d in room.extremities.values()), default=0)
+        try:
+            pdus = await self.fetcher.get_missing_events(
+                origin, room.room_id, list(room.extremities), [ev.event_id], MISSING_EVENTS_LIMIT, min_depth)
+        except Exception as e:  # the remote is down or hostile: go on with what we have
+            log.info("get_missing_events from %s for %s failed: %s", origin, ev.event_id, e)
+            return
+        got: list[Event] = []
+        for p in pdus[:MISSING_EVENTS_LIMIT]:
+            try:
+                got.append(self._parse(p, rv, room.room_id))
+            except NotStoredError as e:
+                log.info("dropping a missing event from %s: %s", origin, e)
+        for m in sorted(got, key=lambda e: e.depth):
+            if m.event_id == ev.event_id:
+                continue
+            try:
+                await self.process(room, rv, origin, m, fetch_missing=False)
+            except NotStoredError as e:
+                log.info("missing event %s from %s not stored: %s", m.event_id, origin, e)
+
+    async def _commit(self, room: RoomInfo, rv: RoomVersion, ev: Event, before_ref: SnapshotRef | None,
+                      before_state: State | None, rejection: str | None, *, soft_failed: bool = False) -> None:
+        type_nid = (await self.store.intern_types([ev.type]))[ev.type]
+        sk = ev.state_key
+        sk_nid = (await self.store.intern_state_keys([sk]))[sk] if sk is not None else None
+        before = before_ref or EMPTY_SNAPSHOT
+        batch = PersistBatch(room_nid=room.room_nid, events=[])
+        ext_before = dict(room.extremities)
+        output: OutputNewEvent | None = None
+        after: SnapshotRef = before
+        if rejection is None:
+            self.proc._cache_event(ev)  # state resolution below may need to load it
+        try:
+            if rejection is None:
+                assert before_state is not None
+                after_state = dict(before_state)
+                if sk is not None and sk_nid is not None:
+                    key = (type_nid, sk_nid)
+                    after, _eff = plan_snapshot(before, await self._nid_state(before_state),
+                                                {key: (ev.event_id, 0)})
+                    after_state[(ev.type, sk)] = (ev.event_id, 0)
+                added: list[str] = []
+                removed: list[str] = []
+                if not soft_failed:
+                    await self._advance_current(room, rv, ev, after, after_state, batch, added, removed)
+                output = OutputNewEvent(
+                    event=_pdu_for_output(ev), room_version=rv.identifier, state_added=added,
+                    state_removed=removed, soft_failed=soft_failed, last_sent_event_id=room.last_sent_event_id,
+                )
+                room.last_sent_event_id = ev.event_id
+                batch.last_sent_event_id = ev.event_id
+            batch.events.append(PersistEvent(
+                event_id=ev.event_id, json=encode_canonical_json(ev.pdu, strict=rv.strict_canonicaljson).decode(),
+                type_nid=type_nid, state_key_nid=sk_nid, depth=ev.depth, before=before, after=after,
+                rejection_reason=rejection, soft_failed=soft_failed,
+                output=asdict(output) if output is not None else None,
+                state_tuple=(ev.type, sk) if sk is not None and rejection is None and not soft_failed else None,
+            ))
+            await self.proc._persist(room, batch, ext_before)
+        except BaseException:
+            self.proc.forget_room(room.room_id)
+            self.proc._events.pop(ev.event_id, None)
+            raise
+
+    async def _advance_current(self, room: RoomInfo, rv: RoomVersion, ev: Event, after: SnapshotRef,
+                               after_state: State, batch: PersistBatch, added: list[str],
+                               removed: list[str]) -> None:
+        """Forward extremities and current state after accepting `ev`."""
+        prevs = set(ev.prev_event_ids)
+        child_of_all = set(room.extremities) <= prevs
+        if child_of_all:
+            new_state = after_state
+        else:
+            new_state = await self._resolve(rv, [dict(room.state), after_state])
+        for pid in ev.prev_event_ids:
+            room.extremities.pop(pid, None)
+        room.extremities[ev.event_id] = (0, ev.depth)
+        old_nid = room.nid_state
+        new_nid = await self._nid_state(new_state)
+        changes: dict[tuple[int, int], tuple[str, int] | None] = {}
+        for k, v in new_nid.items():
+            old = old_nid.get(k)
+            if old is None or old[0] != v[0]:
+                changes[k] = v
+        for k in old_nid:
+            if k not in new_nid:
+                changes[k] = None
+        if not changes:
+            return
+        if child_of_all:
+            snap = after  # exactly the state after the event
+        else:
+            snap, _eff = plan_snapshot(room.snapshot, old_nid, changes)
+        names = await self.store.state_names(changes)
+        for k, v in changes.items():
+            name = names[k]
+            old = old_nid.get(k)
+            if old is not None:
+                removed.append(old[0])
+            if v is None:
+                room.nid_state.pop(k, None)
+                room.state.pop(name, None)
+                batch.state_changes[k] = None
+                continue
+            added.append(v[0])
+            room.nid_state[k] = v
+            room.state[name] = v
+            batch.state_changes[k] = v[1] if v[1] else v[0]
+            if name[0] == "m.room.member":
+                sev = ev if v[0] == ev.event_id else await self.proc._event(v[0])
+                if sev is not None and isinstance(sev.membership, str):
+                    batch.membership_changes[name[1]] = (sev.membership, v[1] if v[1] else v[0])
+        room.snapshot = snap
+
+    # ---- outbound join: the room as the resident server gave it -------------------------------
+    async def join_remote_room(self, room_id: str, room_version: str, join_pdu: dict[str, Any],
+                               state: list[Any], auth_chain: list[Any]) -> str:
+        try:
+            rv = get_room_version(room_version)
+        except UnsupportedRoomVersion:
+            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", f"unsupported room version {room_version!r}") \
+                from None
+        try:
+            join = self._parse(join_pdu, rv, room_id)
+        except NotStoredError as e:
+            raise bad_json(f"bad join event: {e}") from None
+        if join.type != "m.room.member" or join.membership != "join" or join.state_key != join.sender:
+            raise bad_json("not a join event")
+        room = await self.proc.room(room_id)
+        if room is not None and CREATE_KEY in room.state:
+            # Already in the room (e.g. a retry): the join goes in like any PDU.
+            out = await self.process(room, rv, join.origin, join, fetch_missing=False)
+            if out not in ("accepted", "soft_failed"):
+                raise forbidden(f"join rejected: {out}")
+            return join.event_id
+        # Parse everything; outliers are stored in auth order (by depth, then auth deps).
+        outliers: dict[str, Event] = {}
+        for p in [*auth_chain, *state]:
+            try:
+                e = self._parse(p, rv, room_id)
+            except NotStoredError as err:
+                log.info("dropping an event of the join response: %s", err)
+                continue
+            outliers[e.event_id] = e
+        create = next((e for e in outliers.values() if e.type == "m.room.create" and e.state_key == ""), None)
+        if create is None:
+            raise bad_json("the join response has no create event")
+        if room is None:
+            batch = PersistBatch(room_nid=0, events=[], new_room=NewRoomRow(
+                room_id, rv.identifier, create.sender, self.proc.clock(), "private"))
+            result = await self.store.persist(batch)
+            room = await self.store.load_room(room_id)
+            assert room is not None and result.room_nid
+            self.proc._cache_room(room)
+        rejected: set[str] = set()
+        known: dict[str, Event] = {}
+        batch = PersistBatch(room_nid=room.room_nid, events=[])
+        already = {r.event_id for r in await self.store.get_event_rows(list(outliers))}
+        for e in self._auth_order(outliers):
+            reason: str | None = None
+            try:
+                if e.type == "m.room.create":
+                    check_auth_rules(e, {})
+                else:
+                    auths = [known[a] for a in e.full_auth_event_ids if a in known]
+                    check_event_auth(e, auths, rejected_event_ids=rejected)
+            except AuthError as err:
+                reason = err.reason
+                rejected.add(e.event_id)
+            known[e.event_id] = e
+            if e.event_id not in already:
+                batch.events.append(await self._outlier_row(rv, e, reason))
+            if reason is None:
+                self.proc._cache_event(e)
+        if batch.events:
+            await self.store.persist(batch)
+        # The state before the join: the resident server's state, minus what was rejected.
+        before_state: State = {}
+        state_ids = set()
+        for p in state:
+            try:
+                eid = event_id_of(p, rv)
+            except Exception:
+                continue
+            state_ids.add(eid)
+        rows = {r.event_id: r for r in await self.store.get_event_rows(sorted(state_ids))}
+        for eid in state_ids:
+            e = outliers.get(eid)
+            r = rows.get(eid)
+            if e is None or r is None or r.rejected or e.state_key is None:
+                continue
+            before_state[(e.type, e.state_key)] = (eid, r.event_nid)
+        if CREATE_KEY not in before_state:
+            raise bad_json("the join response's state has no create event")
+        # Treat the room as empty so far; the join is checked against that state and
+        # becomes the only forward extremity.
+        room.extremities.clear()
+        out = await self._accept_join(room, rv, join, before_state)
+        if out != "accepted":
+            raise forbidden(f"join rejected: {out}")
+        return join.event_id
+
+    @staticmethod
+    def _auth_order(events: dict[str, Event]) -> list[Event]:
+        """Events so that each comes after the auth events it cites (among `events`)."""
+        order: list[Event] = []
+        done: set[str] = set()
+        visiting: set[str] = set()
+
+        def visit(e: Event) -> None:
+            stack: list[tuple[Event, int]] = [(e, 0)]
+            while stack:
+                cur, i = stack.pop()
+                if cur.event_id in done:
+                    continue
+                deps = [events[a] for a in cur.full_auth_event_ids if a in events and a not in done]
+                if i < len(deps) and deps[i].event_id not in visiting:
+                    stack.append((cur, i + 1))
+                    visiting.add(cur.event_id)
+                    stack.append((deps[i], 0))
+                    continue
+                if i < len(deps):
+                    stack.append((cur, i + 1))
+                    continue
+                visiting.discard(cur.event_id)
+                done.add(cur.event_id)
+                order.append(cur)
+
+        for e in sorted(events.values(), key=lambda x: (x.depth, x.event_id)):
+            visit(e)
+        return order
+
+    async def _outlier_row(self, rv: RoomVersion, ev: Event, rejection: str | None) -> PersistEvent:
+        """An event stored without state (before = after = 0: "state unknown")."""
+        type_nid = (await self.store.intern_types([ev.type]))[ev.type]
+        sk = ev.state_key
+        sk_nid = (await self.store.intern_state_keys([sk]))[sk] if sk is not None else None
+        return PersistEvent(
+            event_id=ev.event_id, json=encode_canonical_json(ev.pdu, strict=rv.strict_canonicaljson).decode(),
+            type_nid=type_nid, state_key_nid=sk_nid, depth=ev.depth, before=EMPTY_SNAPSHOT,
+            after=EMPTY_SNAPSHOT, rejection_reason=rejection,
+        )
+
+    async def _accept_join(self, room: RoomInfo, rv: RoomVersion, join: Event, before_state: State) -> str:
+        if await self.store.get_event_row(join.event_id) is not None:
+            return "accepted"
+        auth_rows = {r.event_id: r for r in await self.store.get_event_rows(list(join.full_auth_event_ids))}
+        missing = [a for a in join.full_auth_event_ids if a not in auth_rows]
+        if missing:
+            return f"missing auth events: {', '.join(missing[:5])}"
+        auth_events = [Event(r.pdu, get_room_version(r.room_version), r.event_id) for r in auth_rows.values()]
+        try:
+            check_event_auth(join, auth_events, rejected_event_ids={r.event_id for r in auth_rows.values()
+                                                                     if r.rejected})
+            check_auth_rules(join, await self._auth_state(join, before_state))
+        except AuthError as e:
+            return e.reason
+        before_ref = await self._snapshot_for(room, before_state, None)
+        # The current state before the join is the resident's state: current state is
+        # replaced wholesale (child of all extremities, and there are none).
+        await self._commit(room, rv, join, before_ref, before_state, None)
+        return "accepted"
+
+    # ---- inbound invite ------------------------------------------------------------------------
+    async def store_invite(self, room_version: str, invite_pdu: dict[str, Any],
+                           invite_room_state: list[Any]) -> str:
+        try:
+            rv = get_room_version(room_version)
+        except UnsupportedRoomVersion:
+            raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", f"unsupported room version {room_version!r}",
+                              room_version=room_version) from None
+        try:
+            check_pdu_format(invite_pdu, rv)
+            eid = event_id_of(invite_pdu, rv)
+        except (EventFormatError, NotStoredError) as e:
+            raise bad_json(f"bad invite event: {e}") from None
+        pdu = stored_form(invite_pdu, rv)
+        stripped = [s for s in invite_room_state if isinstance(s, dict)][:50]
+        if stripped:
+            unsigned = dict(invite_pdu.get("unsigned") or {}) if isinstance(invite_pdu.get("unsigned"), dict) else {}
+            unsigned["invite_room_state"] = stripped
+            pdu["unsigned"] = unsigned
+        ev = Event(pdu, rv, eid)
+        if ev.type != "m.room.member" or ev.membership != "invite" or not ev.state_key:
+            raise bad_json("not an invite event")
+        room_id = ev.room_id
+        room = await self.proc.room(room_id)
+        if room is not None and CREATE_KEY in room.state:
+            # A room we are in: the invite is a PDU like any other.
+            out = await self.process(room, rv, ev.origin, ev, fetch_missing=False)
+            if out not in ("accepted", "soft_failed"):
+                raise forbidden(f"invite rejected: {out}")
+            return eid
+        if room is None:
+            await self.store.persist(PersistBatch(room_nid=0, events=[], new_room=NewRoomRow(
+                room_id, rv.identifier, ev.sender, self.proc.clock(), "private")))
+            room = await self.store.load_room(room_id)
+            if room is None:
+                raise not_found(f"room {room_id} could not be created")
+            self.proc._cache_room(room)
+        if await self.store.get_event_row(eid) is not None:
+            return eid
+        type_nid = (await self.store.intern_types([ev.type]))[ev.type]
+        sk_nid = (await self.store.intern_state_keys([ev.state_key]))[ev.state_key]
+        output = OutputNewEvent(event=_pdu_for_output(ev), room_version=rv.identifier, state_added=[eid],
+                                state_removed=[], last_sent_event_id=room.last_sent_event_id)
+        batch = PersistBatch(room_nid=room.room_nid, events=[PersistEvent(
+            event_id=eid, json=encode_canonical_json(pdu, strict=rv.strict_canonicaljson).decode(),
+            type_nid=type_nid, state_key_nid=sk_nid, depth=ev.depth, before=EMPTY_SNAPSHOT,
+            after=EMPTY_SNAPSHOT, output=asdict(output),
+        )], membership_changes={ev.state_key: ("invite", eid)}, last_sent_event_id=eid)
+        result = await self.store.persist(batch)
+        room.last_sent_event_id = eid
+        if self.proc.on_committed is not None and result.outbox:
+            self.proc.on_committed(result.outbox)
+        return eid
+
+
+def _pdu_for_output(ev: Event) -> dict[str, Any]:
+    out = dict(ev.pdu)
+    out["event_id"] = ev.event_id
+    out["room_id"] = ev.room_id
+    return out
