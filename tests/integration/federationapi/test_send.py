@@ -23,8 +23,15 @@ ROOM = "!room:us.test"
 
 
 class FakeRoomserver:
+    acl = None  # the content of ROOM's m.room.server_acl, if a test sets one
+
     async def get_room_version(self, room_id):
         return "10" if room_id == ROOM else None
+
+    async def get_state_event(self, room_id, event_type, state_key):
+        if room_id == ROOM and event_type == "m.room.server_acl" and self.acl is not None:
+            return {"type": event_type, "state_key": "", "content": self.acl}
+        return None
 
     async def get_joined_members(self, room_id):
         return ["@alice:us.test", "@bob:remote.test"] if room_id == ROOM else []
