@@ -154,6 +154,10 @@ class FederationService:
             server_name=server_name, auth=auth, keyring=self.keyring, transactions=self.transactions,
             roomserver=roomserver, userapi=userapi)))
         if roomserver is not None:
+            from .routes_events import build_events_router
+
+            self.routers.append(build_events_router(server_name, auth, roomserver))
+        if roomserver is not None:
             self.routers.append(build_membership_router(MembershipRoutesContext(
                 server_name=server_name, auth=auth, keyring=self.keyring, roomserver=roomserver,
                 signing_key=signing_keys[0], userapi=userapi)))
