@@ -25,6 +25,7 @@ from .api import InboundPDUSink, UnsupportedPDUSink
 from .auth import FederationAuth
 from .client import FederationClient
 from .consumers import OutputConsumer
+from .edus import EDUSender
 from .keyring import DirectKeyFetcher, KeyFetcher, KeyRing, NotaryKeyFetcher, OwnKeys, parse_old_signing_keys
 from .queue import OutboundQueue
 from .perform import MembershipPerformer
@@ -116,6 +117,7 @@ class FederationService:
         self.keyring: KeyRing | None = None
         self.queue: OutboundQueue | None = None
         self.output_consumer: OutputConsumer | None = None
+        self.edu_sender: EDUSender | None = None
         self.transactions: TransactionProcessor | None = None
         self._owns_client = False
         if db is None:
@@ -165,14 +167,19 @@ class FederationService:
         self.queue = OutboundQueue(server_name, store, client, cfg)
         if event_log is not None and roomserver is not None:
             self.output_consumer = OutputConsumer(server_name, event_log, roomserver, self.queue)
+            self.edu_sender = EDUSender(server_name, event_log, roomserver, userapi, self.queue)
 
     async def start(self) -> None:
         if self.queue is not None:
             await self.queue.start()
         if self.output_consumer is not None:
             await self.output_consumer.start()
+        if self.edu_sender is not None:
+            await self.edu_sender.start()
 
     async def stop(self) -> None:
+        if self.edu_sender is not None:
+            await self.edu_sender.stop()
         if self.output_consumer is not None:
             await self.output_consumer.stop()
         if self.queue is not None:
