@@ -1,6 +1,7 @@
 """Federation HTTP routes: /send, the cheap queries, publicRooms and the notary endpoints."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -17,6 +18,8 @@ from .keyring import KeyRing
 from .transactions import TransactionProcessor
 
 MAX_KEY_QUERY_SERVERS = 100
+MAX_KEY_QUERY_USERS = 1000
+MAX_KEY_QUERY_DEVICES = 10000
 
 
 @dataclass
@@ -182,6 +185,70 @@ def build_federation_router(ctx: FederationRoutesContext) -> APIRouter:
         if start > 0:
             out["prev_batch"] = str(max(0, start - (limit or start)))
         return out
+
+    # ---- device and E2E key queries (answered for our own users only) -------------
+    def userapi() -> UserAPI:
+        if ctx.userapi is None:
+            raise not_found("Unknown user")
+        return ctx.userapi
+
+    def local_user(user_id: Any) -> bool:
+        return isinstance(user_id, str) and user_id.startswith("@") and _domain(user_id) == ctx.server_name
+
+    @router.get("/user/devices/{user_id}")
+    async def user_devices(user_id: str, origin: str = Depends(auth)) -> dict[str, Any]:
+        if not local_user(user_id):
+            raise invalid_param("User is not local to this server")
+        ua = userapi()
+        devices = await ua.list_devices(user_id)
+        keys = (await ua.query_keys({user_id: []})).get(user_id, {})
+        out = []
+        for d in sorted(devices, key=lambda d: d.device_id):
+            entry: dict[str, Any] = {"device_id": d.device_id}
+            k = keys.get(d.device_id)
+            if isinstance(k, dict):
+                entry["keys"] = {n: v for n, v in k.items() if n != "unsigned"}
+            if d.display_name is not None:
+                entry["device_display_name"] = d.display_name
+            out.append(entry)
+        # No per-user device-list stream yet: a fresh ID on each answer is "different
+        # whenever the list changed" (and makes a remote resync harmless).
+        return {"user_id": user_id, "stream_id": int(time.time() * 1000), "devices": out}
+
+    @router.post("/user/keys/query")
+    async def user_keys_query(request: Request, origin: str = Depends(auth)) -> dict[str, Any]:
+        body = request.state.federation_body
+        wanted = body.get("device_keys") if isinstance(body, dict) else None
+        if not isinstance(wanted, dict):
+            raise bad_json("device_keys must be an object")
+        if len(wanted) > MAX_KEY_QUERY_USERS:
+            raise MatrixError(400, "M_TOO_LARGE", f"At most {MAX_KEY_QUERY_USERS} users per query")
+        ask: dict[str, list[str]] = {}
+        for user_id, device_ids in wanted.items():
+            if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
+                raise bad_json("device_keys values must be lists of device IDs")
+            if local_user(user_id):
+                ask[user_id] = device_ids
+        found = await userapi().query_keys(ask) if ask else {}
+        return {"device_keys": {u: found.get(u, {}) for u in ask}}
+
+    @router.post("/user/keys/claim")
+    async def user_keys_claim(request: Request, origin: str = Depends(auth)) -> dict[str, Any]:
+        body = request.state.federation_body
+        wanted = body.get("one_time_keys") if isinstance(body, dict) else None
+        if not isinstance(wanted, dict):
+            raise bad_json("one_time_keys must be an object")
+        ask: dict[str, dict[str, str]] = {}
+        count = 0
+        for user_id, devices in wanted.items():
+            if not isinstance(devices, dict) or not all(isinstance(a, str) for a in devices.values()):
+                raise bad_json("one_time_keys values must map device IDs to algorithms")
+            count += len(devices)
+            if local_user(user_id):
+                ask[user_id] = dict(devices)
+        if count > MAX_KEY_QUERY_DEVICES:
+            raise MatrixError(400, "M_TOO_LARGE", f"At most {MAX_KEY_QUERY_DEVICES} devices per claim")
+        return {"one_time_keys": await userapi().claim_keys(ask) if ask else {}}
 
     @router.get("/publicRooms")
     async def get_public_rooms(limit: int | None = None, since: str | None = None,
