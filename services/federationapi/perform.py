@@ -409,8 +409,8 @@ class MembershipPerformer:
         signed = federation_form(signed, rv)
         try:
             eid, signed = await check_signed_pdu(self.keyring, signed, rv)
-            keys = await self.keyring.keys_for_event(signed, rv)
-            verify_event_signatures(signed, rv, keys, servers=[destination])
+            verify_event_signatures(signed, rv, await self._signer_keys(signed, rv, destination),
+                                    servers=[destination])
         except (PDUCheckError, SignatureError) as e:
             raise MatrixError(502, "M_UNKNOWN", f"the invitee's server returned a bad invite: {e}") from None
         if eid != ev.event_id:
@@ -420,6 +420,16 @@ class MembershipPerformer:
         if err is not None:
             raise forbidden(f"invite not allowed: {err}")
         return eid
+
+    async def _signer_keys(self, pdu: Mapping[str, Any], rv: RoomVersion, server: str) -> dict[str, Any]:
+        """The keys `server` signed `pdu` with (it need not be a required signer)."""
+        sigs = pdu.get("signatures")
+        entry = sigs.get(server) if isinstance(sigs, dict) else None
+        kids = [k for k in entry if isinstance(k, str) and k.startswith("ed25519:")][:8] \
+            if isinstance(entry, dict) else []
+        ts = pdu.get("origin_server_ts")
+        at_ts = ts if rv.enforce_key_validity and isinstance(ts, int) and not isinstance(ts, bool) else None
+        return {server: await self.keyring.get_verify_keys(server, kids, at_ts=at_ts)} if kids else {}
 
     async def _invite_template(self, room_id: str, rv: RoomVersion, sender: str, invitee: str) -> dict[str, Any]:
         """prev_events/auth_events/depth for a new invite on the room's current state."""

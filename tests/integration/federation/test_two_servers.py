@@ -1,0 +1,193 @@
+"""Axon <-> Axon over loopback TLS: joins (by room ID and by alias), messages and state
+both ways, invites of remote users, leaves, knocks and bans. Every wait is a /sync
+long-poll or a poll with a deadline."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from services.roomserver.internal import RoomserverInternal
+from tests.integration.conftest import User
+
+from .conftest import FedServer, wait_for
+
+
+# The roomserver's federated input (the contract's join_remote_room & co.) lands separately.
+pytestmark = pytest.mark.skipif(not hasattr(RoomserverInternal, "join_remote_room"),
+                                reason="the roomserver has no federated input yet")
+
+
+def timeline_bodies(resp: dict[str, Any], room_id: str) -> list[str]:
+    room = resp.get("rooms", {}).get("join", {}).get(room_id, {})
+    return [e.get("content", {}).get("body") for e in room.get("timeline", {}).get("events", [])
+            if e.get("type") == "m.room.message"]
+
+
+def joined_events(resp: dict[str, Any], room_id: str) -> list[dict[str, Any]]:
+    room = resp.get("rooms", {}).get("join", {}).get(room_id, {})
+    return room.get("state", {}).get("events", []) + room.get("timeline", {}).get("events", [])
+
+
+def has_member(resp: dict[str, Any], room_id: str, user_id: str, membership: str) -> bool:
+    return any(e.get("type") == "m.room.member" and e.get("state_key") == user_id
+               and e.get("content", {}).get("membership") == membership for e in joined_events(resp, room_id))
+
+
+class Seen:
+    """Accumulates what incremental /sync responses showed (predicates over history)."""
+
+    def __init__(self) -> None:
+        self.responses: list[dict[str, Any]] = []
+
+    def add(self, resp: dict[str, Any]) -> dict[str, Any]:
+        self.responses.append(resp)
+        return resp
+
+
+async def sync_seen(srv: FedServer, user: User, pred, deadline_s: float = 30.0) -> list[dict[str, Any]]:
+    """Sync from the start until `pred(all responses so far)` holds."""
+    seen: list[dict[str, Any]] = []
+
+    def check(resp: dict[str, Any]) -> bool:
+        seen.append(resp)
+        return pred(seen)
+
+    await srv.sync_until(user, check, deadline_s=deadline_s)
+    return seen
+
+
+async def join_remote(srv: FedServer, user: User, room: str, via: str | None = None) -> str:
+    q = f"?server_name={quote(via, safe='')}" if via else ""
+    r = await srv.matrix.request(user, "POST", f"/join/{quote(room, safe='')}{q}", json={})
+    return r["room_id"]
+
+
+async def public_room(hs1: FedServer, alice: User, **body: Any) -> str:
+    return await hs1.create_room(alice, preset="public_chat", name="Lobby", **body)
+
+
+async def test_join_by_room_id_and_messages_both_ways(two_servers):
+    hs1, hs2 = two_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    room_id = await public_room(hs1, alice)
+    assert await join_remote(hs2, bob, room_id, via=hs1.name) == room_id
+
+    # Bob's server now holds the room, with the state it was given.
+    assert await hs2.roomserver.get_room_version(room_id) == "11"
+    name = await hs2.roomserver.get_state_event(room_id, "m.room.name", "")
+    assert name is not None and name["content"]["name"] == "Lobby"
+    # Alice's server accepted the join: Bob is a member there.
+    m = await hs1.roomserver.get_membership(room_id, bob.user_id)
+    assert m is not None and m.membership == "join"
+    # Bob's /sync shows the room with its state.
+    await hs2.sync_until(bob, lambda r: any(
+        e.get("type") == "m.room.name" and e.get("content", {}).get("name") == "Lobby"
+        for e in joined_events(r, room_id)))
+
+    # Messages both ways.
+    await hs1.matrix.send(alice, room_id, "hello from hs1")
+    await sync_seen(hs2, bob, lambda rs: any("hello from hs1" in timeline_bodies(r, room_id) for r in rs))
+    await hs2.matrix.send(bob, room_id, "hello from hs2")
+    await sync_seen(hs1, alice, lambda rs: any("hello from hs2" in timeline_bodies(r, room_id) for r in rs))
+    # And both users see both messages.
+    await sync_seen(hs2, bob, lambda rs: any("hello from hs2" in timeline_bodies(r, room_id) for r in rs))
+
+    # A state change on one side is visible on the other.
+    await hs1.matrix.request(alice, "PUT", f"/rooms/{room_id}/state/m.room.topic", json={"topic": "federated"})
+
+    async def topic_on_hs2() -> bool:
+        ev = await hs2.roomserver.get_state_event(room_id, "m.room.topic", "")
+        return ev is not None and ev["content"].get("topic") == "federated"
+
+    await wait_for(topic_on_hs2, what="the topic reaching hs2")
+    state = await hs2.matrix.request(bob, "GET", f"/rooms/{room_id}/state/m.room.topic")
+    assert state == {"topic": "federated"}
+
+
+async def test_join_by_alias(two_servers):
+    hs1, hs2 = two_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    room_id = await public_room(hs1, alice, room_alias_name="lobby")
+    alias = f"#lobby:{hs1.name}"
+    assert await join_remote(hs2, bob, alias) == room_id
+    await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, bob.user_id, "join") for r in rs))
+    # An unknown remote alias is a 404.
+    r = await hs2.http.post(f"/_matrix/client/v3/join/{quote('#nope:' + hs1.name, safe='')}", json={},
+                            headers=bob.headers)
+    assert r.status_code == 404 and r.json()["errcode"] == "M_NOT_FOUND"
+
+
+async def test_invite_of_a_remote_user_then_accept(two_servers):
+    hs1, hs2 = two_servers
+    alice, carol = await hs1.register("alice"), await hs2.register("carol")
+    room_id = await hs1.create_room(alice, preset="private_chat", name="Secret")
+    await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": carol.user_id})
+    # Alice's server holds the invite (signed by both servers) in the room.
+    m = await hs1.roomserver.get_membership(room_id, carol.user_id)
+    assert m is not None and m.membership == "invite"
+    invite = await hs1.roomserver.get_event(m.event_id)
+    assert set(invite["signatures"]) == {hs1.name, hs2.name}
+
+    # Carol sees the invite in /sync, with the stripped state.
+    resp = await hs2.sync_until(carol, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
+    invite_state = resp["rooms"]["invite"][room_id]["invite_state"]["events"]
+    assert any(e["type"] == "m.room.name" and e["content"]["name"] == "Secret" for e in invite_state)
+    assert any(e["type"] == "m.room.member" and e["state_key"] == carol.user_id
+               and e["content"]["membership"] == "invite" for e in invite_state)
+
+    # She accepts: a remote join through the inviter's server.
+    await hs2.matrix.request(carol, "POST", f"/rooms/{quote(room_id, safe='')}/join", json={})
+    await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, carol.user_id, "join") for r in rs))
+    await hs2.sync_until(carol, lambda r: room_id in r.get("rooms", {}).get("join", {}))
+    await hs1.matrix.send(alice, room_id, "welcome carol")
+    await sync_seen(hs2, carol, lambda rs: any("welcome carol" in timeline_bodies(r, room_id) for r in rs))
+
+
+async def test_remote_user_leaves_then_is_banned(two_servers):
+    hs1, hs2 = two_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    room_id = await public_room(hs1, alice)
+    await join_remote(hs2, bob, room_id, via=hs1.name)
+    await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, bob.user_id, "join") for r in rs))
+
+    # Bob leaves: a local event of his server, sent to Alice's.
+    since = (await hs2.matrix.sync(bob))["next_batch"]
+    await hs2.matrix.request(bob, "POST", f"/rooms/{room_id}/leave", json={})
+    await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, bob.user_id, "leave") for r in rs))
+    await hs2.sync_until(bob, lambda r: room_id in r.get("rooms", {}).get("leave", {}), since=since)
+
+    # He comes back, and Alice bans him: his server hears of it.
+    await join_remote(hs2, bob, room_id, via=hs1.name)
+    m = await hs1.roomserver.get_membership(room_id, bob.user_id)
+    assert m is not None and m.membership == "join"
+    await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/ban", json={"user_id": bob.user_id, "reason": "spam"})
+
+    async def banned_on_hs2() -> bool:
+        m = await hs2.roomserver.get_membership(room_id, bob.user_id)
+        return m is not None and m.membership == "ban"
+
+    await wait_for(banned_on_hs2, what="the ban reaching hs2")
+    # Banned: a new join is refused by Alice's server.
+    r = await hs2.http.post(f"/_matrix/client/v3/join/{quote(room_id, safe='')}?server_name={hs1.name}",
+                            json={}, headers=bob.headers)
+    assert r.status_code == 403, r.text
+
+
+async def test_knock_on_a_remote_room(two_servers):
+    hs1, hs2 = two_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    room_id = await hs1.create_room(alice, name="Knock knock",
+                                    initial_state=[{"type": "m.room.join_rules", "state_key": "",
+                                                    "content": {"join_rule": "knock"}}])
+    await hs2.matrix.request(bob, "POST", f"/knock/{quote(room_id, safe='')}?server_name={hs1.name}",
+                             json={"reason": "let me in"})
+    m = await hs1.roomserver.get_membership(room_id, bob.user_id)
+    assert m is not None and m.membership == "knock"
+    await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, bob.user_id, "knock") for r in rs))
+    # Alice lets him in with an invite; he joins.
+    await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": bob.user_id})
+    await hs2.sync_until(bob, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
+    await hs2.matrix.request(bob, "POST", f"/rooms/{quote(room_id, safe='')}/join", json={})
+    await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, bob.user_id, "join") for r in rs))
