@@ -295,12 +295,14 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
         else:  # federationapi: the same constructor path as the embedded composition
             from services.federationapi.service import FederationService
             from services.federationapi.storage.store import MIGRATIONS as FEDERATION_MIGRATIONS
+            from services.federationapi.transactions import RoomserverPDUSink
 
             svc = FederationService(cfg.server_name, [load_or_create_signing_key(cfg.signing_key_path)],
                                     axon.__version__, config=cfg.federation,
                                     db=await db("federationapi", FEDERATION_MIGRATIONS), event_log=proc.log,
                                     roomserver=cast(RoomserverAPI, client("roomserver")),
-                                    userapi=cast(UserAPI, client("userapi")))
+                                    userapi=cast(UserAPI, client("userapi")),
+                                    sink=RoomserverPDUSink(cast(RoomserverAPI, client("roomserver"))))
             impl, parts = svc.api, [svc]
         proc.parts.extend(parts)
         routers.extend(svc.routers)

@@ -10,7 +10,7 @@
   The :class:`RebalanceListener` is bridged to aiokafka's listener, which aiokafka
   awaits during the rebalance, before the partitions are handed to another member.
 * Topics: created with explicit partition counts and ``retention.ms`` through the
-  admin client.  All names get ``topic_prefix`` on the wire; records handed back
+  admin client.  All names (topics and consumer groups) get ``topic_prefix`` on the wire; records handed back
   carry the unprefixed name, so services never see the prefix.
 * Outages: every send has a deadline (``send_timeout_ms``); a broker that is down or
   unreachable makes ``send`` raise :class:`LogError` by then (the HTTP edge answers
@@ -247,7 +247,10 @@ class KafkaConsumer(Consumer):
         consumer = AIOKafkaConsumer(
             bootstrap_servers=lg.bootstrap_servers,
             client_id=f"{lg.client_id}-{self._group or 'tail'}",
-            group_id=self._group,
+            # Groups are namespaced like topics: deployments (or test clusters) sharing a broker
+            # with different prefixes must never join each other's groups (every join there
+            # would rebalance the others).
+            group_id=lg.wire(self._group) if self._group is not None else None,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if self._group is not None else "latest",
             fetch_max_wait_ms=200,
