@@ -1,9 +1,9 @@
 """The federationapi's public interface.
 
 * `FederationAPI`: what other services may ask of the federationapi.
-* `InboundPDUSink`: where validated inbound PDUs go (the roomserver's federated input,
-  next); `UnsupportedPDUSink` refuses every PDU until that exists, so nothing a remote
-  server sends is silently accepted.
+* `InboundPDUSink`: where validated inbound PDUs go — `transactions.RoomserverPDUSink`,
+  the roomserver's federated input (wired in axon/embedded.py). `UnsupportedPDUSink`
+  refuses every PDU: the default of a `FederationService` given no sink (tests).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class InboundPDUSink(Protocol):
 
 
 class UnsupportedPDUSink:
-    """Embedded-mode sink until the roomserver handles federated input: refuses each PDU."""
+    """A sink that refuses each PDU (a federationapi built without a roomserver sink)."""
 
     async def receive_pdus(self, origin: str, pdus: list[Event]) -> dict[str, PDUError | None]:
         return {ev.event_id: PDUError(UNSUPPORTED_ERRCODE, UNSUPPORTED_MESSAGE) for ev in pdus}
