@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -539,27 +539,25 @@ class FederatedInput:
         done: set[str] = set()
         visiting: set[str] = set()
 
-        def visit(e: Event) -> None:
-            stack: list[tuple[Event, int]] = [(e, 0)]
-            while stack:
-                cur, i = stack.pop()
-                if cur.event_id in done:
-                    continue
-                deps = [events[a] for a in cur.full_auth_event_ids if a in events and a not in done]
-                if i < len(deps) and deps[i].event_id not in visiting:
-                    stack.append((cur, i + 1))
-                    visiting.add(cur.event_id)
-                    stack.append((deps[i], 0))
-                    continue
-                if i < len(deps):
-                    stack.append((cur, i + 1))
-                    continue
-                visiting.discard(cur.event_id)
-                done.add(cur.event_id)
-                order.append(cur)
+        def deps(e: Event) -> Iterator[Event]:
+            return iter([events[a] for a in e.full_auth_event_ids if a in events])
 
-        for e in sorted(events.values(), key=lambda x: (x.depth, x.event_id)):
-            visit(e)
+        for root in sorted(events.values(), key=lambda x: (x.depth, x.event_id)):
+            if root.event_id in done:
+                continue
+            visiting.add(root.event_id)
+            stack: list[tuple[Event, Iterator[Event]]] = [(root, deps(root))]
+            while stack:  # iterative post-order DFS (a hostile chain may be long)
+                cur, it = stack[-1]
+                nxt = next((d for d in it if d.event_id not in done and d.event_id not in visiting), None)
+                if nxt is None:
+                    stack.pop()
+                    visiting.discard(cur.event_id)
+                    done.add(cur.event_id)
+                    order.append(cur)
+                else:
+                    visiting.add(nxt.event_id)
+                    stack.append((nxt, deps(nxt)))
         return order
 
     async def _outlier_row(self, rv: RoomVersion, ev: Event, rejection: str | None) -> PersistEvent:
