@@ -593,7 +593,9 @@ class FederatedInput:
 
     # ---- inbound invite ------------------------------------------------------------------------
     async def store_invite(self, room_version: str, invite_pdu: dict[str, Any],
-                           invite_room_state: list[Any]) -> str:
+                           invite_room_state: list[Any], allowed: tuple[str, ...] = ("invite",)) -> str:
+        """An invite of our user (or, with `allowed`, our user's leave/knock done through a
+        remote server) for a room we may not be in: kept as an outlier and published."""
         try:
             rv = get_room_version(room_version)
         except UnsupportedRoomVersion:
@@ -608,11 +610,11 @@ class FederatedInput:
         stripped = [s for s in invite_room_state if isinstance(s, dict)][:50]
         if stripped:
             unsigned = dict(invite_pdu.get("unsigned") or {}) if isinstance(invite_pdu.get("unsigned"), dict) else {}
-            unsigned["invite_room_state"] = stripped
+            unsigned[f"{invite_pdu.get('content', {}).get('membership')}_room_state"] = stripped
             pdu["unsigned"] = unsigned
         ev = Event(pdu, rv, eid)
-        if ev.type != "m.room.member" or ev.membership != "invite" or not ev.state_key:
-            raise bad_json("not an invite event")
+        if ev.type != "m.room.member" or ev.membership not in allowed or not ev.state_key:
+            raise bad_json(f"not a membership event of kind {'/'.join(allowed)}")
         room_id = ev.room_id
         room = await self.proc.room(room_id)
         if room is not None and CREATE_KEY in room.state:
@@ -638,7 +640,7 @@ class FederatedInput:
             event_id=eid, json=encode_canonical_json(pdu, strict=rv.strict_canonicaljson).decode(),
             type_nid=type_nid, state_key_nid=sk_nid, depth=ev.depth, before=EMPTY_SNAPSHOT,
             after=EMPTY_SNAPSHOT, output=asdict(output),
-        )], membership_changes={ev.state_key: ("invite", eid)}, last_sent_event_id=eid)
+        )], membership_changes={ev.state_key: (str(ev.membership), eid)}, last_sent_event_id=eid)
         result = await self.store.persist(batch)
         room.last_sent_event_id = eid
         if self.proc.on_committed is not None and result.outbox:

@@ -228,8 +228,9 @@ class RoomInputProcessor:
             eid = await fed.join_remote_room(str(body["room_id"]), str(body["room_version"]), body["join_pdu"],
                                              list(body["state"]), list(body["auth_chain"]))
             return {"event_id": eid}
+        allowed = ("invite", "leave", "knock") if body.get("any_membership") else ("invite",)
         eid = await fed.store_invite(str(body["room_version"]), body["invite_pdu"],
-                                     list(body.get("invite_room_state") or []))
+                                     list(body.get("invite_room_state") or []), allowed)
         return {"event_id": eid}
 
     async def handle_batch(self, items: list[InputItem]) -> list[dict[str, Any]]:

@@ -279,3 +279,16 @@ class RoomserverInternal:
             raise bad_json("invite event without a room_id")
         await self._request(room_id, "store_invite", {
             "room_version": room_version, "invite_pdu": invite_pdu, "invite_room_state": invite_room_state})
+
+    async def store_outlier_membership(self, room_version: str, pdu: dict[str, Any],
+                                       stripped_state: list[dict[str, Any]]) -> None:
+        """Our user's invite, leave or knock in a room we are not in (done through a remote
+        server): kept as an outlier, the membership recorded and published (stripped
+        state under `unsigned.<membership>_room_state`). In a room we are in, it is input
+        like any PDU."""
+        room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
+        if not isinstance(room_id, str) or not room_id.startswith("!"):
+            raise bad_json("membership event without a room_id")
+        await self._request(room_id, "store_invite", {
+            "room_version": room_version, "invite_pdu": pdu, "invite_room_state": stripped_state,
+            "any_membership": True})

@@ -257,3 +257,22 @@ async def test_read_queries(svc: RoomserverService) -> None:
     assert await api.get_pdu("$nope") is None
     ev = Event((await api.get_pdu(ids[1]))[1], V10)
     assert ev.event_id == ids[1]
+
+
+async def test_invite_rejected_through_the_remote(svc: RoomserverService, remote: RemoteServer, elog) -> None:
+    api = svc.api
+    rid = "!rej:remote.test"
+    await remote.proc.create(CreateRoomRequest(creator=BOB, room_version="10", preset="private_chat"), rid, None)
+    invite = await FakeRemote(remote.proc, rid).event("m.room.member", BOB, {"membership": "invite"},
+                                                      state_key=CAROL)
+    await api.store_invite("10", invite.pdu, [])
+    assert (await remote.proc.federated.receive(SERVER, rid, [invite.pdu]))["results"][invite.event_id] is None
+    _v, template = await remote.reads.make_membership_event(rid, CAROL, "leave")
+    leave, leave_id = sign_template(template, SERVER, svc.signing_key)
+    assert (await remote.proc.federated.receive(SERVER, rid, [leave]))["results"] == {leave_id: None}
+    await api.store_outlier_membership("10", leave, [])
+    assert (await api.get_membership(rid, CAROL)).membership == "leave"
+    out = await read_output(elog, 2)
+    assert out[-1]["event"]["event_id"] == leave_id and out[-1]["state_added"] == [leave_id]
+    with pytest.raises(MatrixError):
+        await api.store_invite("10", leave, [])  # store_invite takes invites only
