@@ -369,9 +369,7 @@ class MembershipPerformer:
 
     async def _store_outlier(self, version: str, pdu: dict[str, Any], stripped: list[Any]) -> None:
         """Our own leave/knock in a room we are not in, kept so our user's /sync shows it."""
-        store = getattr(self.roomserver, "store_outlier_membership", None)
-        if store is not None:
-            await store(version, pdu, stripped)
+        await self.roomserver.store_outlier_membership(version, pdu, [s for s in stripped if isinstance(s, dict)])
 
     # ---- invite -------------------------------------------------------------------------
     async def perform_invite(self, room_id: str, sender: str, invitee: str, content: dict[str, Any]) -> str:

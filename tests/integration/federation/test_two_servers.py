@@ -181,8 +181,13 @@ async def test_knock_on_a_remote_room(two_servers):
     room_id = await hs1.create_room(alice, name="Knock knock",
                                     initial_state=[{"type": "m.room.join_rules", "state_key": "",
                                                     "content": {"join_rule": "knock"}}])
+    since = (await hs2.matrix.sync(bob))["next_batch"]
     await hs2.matrix.request(bob, "POST", f"/knock/{quote(room_id, safe='')}?server_name={hs1.name}",
                              json={"reason": "let me in"})
+    # Bob's own /sync shows the knock, with the room's stripped state.
+    resp = await hs2.sync_until(bob, lambda r: room_id in r.get("rooms", {}).get("knock", {}), since=since)
+    knock_state = resp["rooms"]["knock"][room_id]["knock_state"]["events"]
+    assert any(e["type"] == "m.room.name" and e["content"]["name"] == "Knock knock" for e in knock_state)
     m = await hs1.roomserver.get_membership(room_id, bob.user_id)
     assert m is not None and m.membership == "knock"
     await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, bob.user_id, "knock") for r in rs))
@@ -191,3 +196,18 @@ async def test_knock_on_a_remote_room(two_servers):
     await hs2.sync_until(bob, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
     await hs2.matrix.request(bob, "POST", f"/rooms/{quote(room_id, safe='')}/join", json={})
     await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, bob.user_id, "join") for r in rs))
+
+
+async def test_reject_a_remote_invite(two_servers):
+    hs1, hs2 = two_servers
+    alice, carol = await hs1.register("alice"), await hs2.register("carol")
+    room_id = await hs1.create_room(alice, preset="private_chat", name="Nope")
+    await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": carol.user_id})
+    resp = await hs2.sync_until(carol, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
+    # Carol's server is not in the room: the rejection goes through make_leave/send_leave.
+    await hs2.matrix.request(carol, "POST", f"/rooms/{quote(room_id, safe='')}/leave", json={})
+    m = await hs1.roomserver.get_membership(room_id, carol.user_id)
+    assert m is not None and m.membership == "leave"
+    await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, carol.user_id, "leave") for r in rs))
+    # Carol's own /sync moves the room out of `invite`.
+    await hs2.sync_until(carol, lambda r: room_id in r.get("rooms", {}).get("leave", {}), since=resp["next_batch"])
