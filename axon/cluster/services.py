@@ -305,6 +305,9 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
                                     sink=RoomserverPDUSink(cast(RoomserverAPI, client("roomserver"))))
             impl, parts = svc.api, [svc]
         proc.parts.extend(parts)
+        register_metrics = getattr(svc, "register_metrics", None)
+        if register_metrics is not None:  # the service's own work counters (bench-cluster reads them)
+            register_metrics(metrics)
         routers.extend(svc.routers)
         for i, check in enumerate(getattr(svc, "readiness_checks", [])):
             checks[f"{name}.{i}"] = check

@@ -8,10 +8,15 @@
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+# A callback counter's reading: label values (in label order) -> running total.
+CounterReading = dict[tuple[str, ...], float]
 
 # Latency buckets suited to a homeserver: sub-millisecond cache hits up to long-polls.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -24,6 +29,7 @@ class ServiceMetrics:
         self.service = service
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._own: dict[str, Counter | Gauge | Histogram] = {}
+        self._callbacks: dict[str, Collector] = {}
         self.http_requests = self.counter(
             "axon_http_requests_total", "HTTP requests by route template and status",
             ["method", "route", "status"],
@@ -77,6 +83,19 @@ class ServiceMetrics:
         self._register(name, h)
         return h
 
+    def callback_counter(self, name: str, doc: str, read: Callable[[], CounterReading],
+                         labels: Sequence[str] = ()) -> None:
+        """A counter whose totals are read from ``read()`` at scrape time.
+
+        For counts a component already keeps as plain ints (records processed, events
+        projected): nothing on the hot path touches Prometheus objects. A reader that
+        raises exposes no samples for that scrape."""
+        if name in self._callbacks:
+            raise ValueError(f"callback counter {name} registered twice")
+        collector = _CallbackCounter(name, doc, list(labels), read)
+        self.registry.register(collector)
+        self._callbacks[name] = collector
+
     # Convenience for the log runner.
     def record_processed(self, topic: str, n: int = 1) -> None:
         self.records_processed.labels(topic=topic).inc(n)
@@ -90,3 +109,23 @@ class ServiceMetrics:
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for /metrics."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _CallbackCounter(Collector):
+    def __init__(self, name: str, doc: str, labels: list[str], read: Callable[[], CounterReading]) -> None:
+        # prometheus_client appends "_total" to counter families itself.
+        self._family = name[: -len("_total")] if name.endswith("_total") else name
+        self._doc = doc
+        self._labels = labels
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        fam = CounterMetricFamily(self._family, self._doc, labels=self._labels)
+        try:
+            reading = self._read()
+        except Exception:  # a broken reader must not break /metrics for everything else
+            reading = {}
+        for values, total in reading.items():
+            if len(values) == len(self._labels):
+                fam.add_metric(list(values), float(total))
+        yield fam

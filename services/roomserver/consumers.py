@@ -29,6 +29,11 @@ class InputConsumer:
     def __init__(self, processor: RoomInputProcessor, replies: ReplySender) -> None:
         self.processor = processor
         self.replies = replies
+        # Running totals for /metrics: input records answered, by outcome ("ok"/"error").
+        self.outcomes: dict[str, int] = {"ok": 0, "error": 0}
+
+    def _count(self, result: dict[str, Any]) -> None:
+        self.outcomes["error" if isinstance(result.get("error"), dict) else "ok"] += 1
 
     async def handle_batch(self, records: list[Record]) -> None:
         """Every queued record of one room: processed (and committed) together,
@@ -50,6 +55,7 @@ class InputConsumer:
         done = iter(await self.processor.handle_batch(items)) if items else iter(())
         for record, result in zip(records, results):
             value = result if result is not None else next(done)
+            self._count(value)
             await self.replies.reply(record, json.dumps(value, separators=(",", ":")).encode())
 
     async def handle(self, record: Record) -> None:
@@ -63,6 +69,7 @@ class InputConsumer:
             result = error_result(bad_json("malformed input record"))
         else:
             result = await self.processor.handle(kind, body, request_id if isinstance(request_id, str) else None)
+        self._count(result)
         await self.replies.reply(record, json.dumps(result, separators=(",", ":")).encode())
 
 

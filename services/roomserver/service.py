@@ -19,6 +19,7 @@ from libs.events.signing import SigningKey, parse_signing_key_file
 from libs.log.api import EventLog, TopicSpec
 from libs.log.reply import InProcessReplies, LogReplies, ReplyChannel, ReplySender
 from libs.log.runner import KeyedRunner, RunnerConfig
+from libs.metrics import ServiceMetrics
 from libs.storage import Database
 
 from services.roomserver.api import TOPIC_INPUT, TOPIC_OUTPUT, MissingEventsFetcher
@@ -111,6 +112,17 @@ class RoomserverService:
         if self._start_relay:
             await self.relay.stop()
         await self.replies.stop()
+
+    def register_metrics(self, metrics: ServiceMetrics) -> None:
+        """This replica's work counters on its /metrics (read at scrape time)."""
+        metrics.callback_counter(
+            "axon_roomserver_input_events_total",
+            "roomserver.input records answered by this replica (events sent, rooms created), by outcome",
+            lambda: {(k,): v for k, v in self.input.outcomes.items()}, ["outcome"])
+        metrics.callback_counter(
+            "axon_roomserver_outbox_published_total",
+            "Outbox rows this replica published to roomserver.output",
+            lambda: {(): self.relay.published})
 
     async def _db_ready(self) -> bool:
         try:

@@ -125,6 +125,7 @@ class SyncProjector:
         self.userapi = userapi
         self.activity = activity or SyncActivity()
         self.channel = channel_for(store.db)
+        self.events_projected = 0  # timeline/state events this instance wrote (for /metrics)
 
     # ---- roomserver.output ----------------------------------------------------
     async def on_output(self, rec: OutputNewEvent) -> bool:
@@ -162,6 +163,7 @@ class SyncProjector:
                     done.append(applied)
                     results[i] = True
         if done:
+            self.events_projected += len(done)
             for pos, keys in done:  # (before the advance: a /sync seeing the position sees these)
                 self.activity.note("events", pos, keys)
             self.positions.advance("events", max(pos for pos, _ in done))

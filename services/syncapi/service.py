@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 from libs.config.model import HomeserverConfig
 from libs.log.api import EventLog
+from libs.metrics import ServiceMetrics
 from libs.storage import Database
 from services.roomserver.api import RoomserverAPI
 from services.syncapi.activity import SyncActivity
@@ -78,6 +79,17 @@ class SyncService:
             await self.presence_consumer.apply(rec)
         else:
             self.presence.set(rec)
+
+    def register_metrics(self, metrics: ServiceMetrics) -> None:
+        """This replica's work counters on its /metrics (read at scrape time)."""
+        metrics.callback_counter(
+            "axon_syncapi_events_projected_total",
+            "roomserver.output events this replica wrote into the projection",
+            lambda: {(): self.projector.events_projected})
+        metrics.callback_counter(
+            "axon_syncapi_wakeups_total",
+            "Waiting listeners woken: sync = /sync (and /events) long-polls, wait_event = read-your-writes waits",
+            lambda: {(k,): v for k, v in self.notifier.woken.items()}, ["kind"])
 
     async def _db_ready(self) -> bool:
         try:

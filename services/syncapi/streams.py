@@ -68,6 +68,9 @@ class Listener:
 class Notifier:
     def __init__(self) -> None:
         self._by_key: dict[str, set[Listener]] = {}
+        # Listeners woken (for /metrics): "sync" = /sync and /events long-polls,
+        # "wait_event" = wait_for_event (read-your-writes; it listens on one "e:" key).
+        self.woken: dict[str, int] = {"sync": 0, "wait_event": 0}
 
     def listen(self, keys: Iterable[str]) -> Listener:
         lst = Listener(self, list(dict.fromkeys(keys)))
@@ -88,6 +91,7 @@ class Notifier:
             for lst in list(self._by_key.get(k, ())):
                 if not lst.future.done():
                     lst.future.set_result(None)
+                    self.woken["wait_event" if k.startswith("e:") and len(lst.keys) == 1 else "sync"] += 1
 
     def notify_all(self) -> None:
         """Wake every waiting long-poll (after a gap in what we were told)."""
