@@ -25,6 +25,7 @@ Each PDU is committed in its own transaction (a transaction carries at most 50).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MISSING_EVENTS_LIMIT = 10
+MISSING_EVENTS_TIMEOUT_S = 15.0
 CREATE_KEY = ("m.room.create", "")
 # A state: (type, state_key) -> (event_id, event_nid); nid 0 = written in this transaction.
 State = dict[tuple[str, str], tuple[str, int]]
@@ -266,7 +268,12 @@ class FederatedInput:
                       fetch_missing: bool) -> str:
         """Check and commit one event: "accepted", "soft_failed", or the rejection
         reason (stored as rejected). Raises NotStoredError when nothing is stored."""
-        existing = await self.store.get_event_row(ev.event_id)
+        auth_ids = ev.full_auth_event_ids
+        prev_ids = ev.prev_event_ids
+        # One query for the event itself (dedupe), its auth events and its prevs.
+        rows = {r.event_id: r for r in await self.store.get_event_rows(
+            list(dict.fromkeys([ev.event_id, *auth_ids, *prev_ids])))}
+        existing = rows.get(ev.event_id)
         if existing is not None:
             if existing.room_id != room.room_id:
                 raise NotStoredError("event ID already used in another room")
@@ -275,8 +282,7 @@ class FederatedInput:
         if ev.type == "m.room.create":
             raise NotStoredError("the room already has a create event")
         # Auth events: all must be known (fetching them is not done yet).
-        auth_ids = ev.full_auth_event_ids
-        auth_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(auth_ids)))}
+        auth_rows = {a: rows[a] for a in auth_ids if a in rows}
         missing_auth = [a for a in auth_ids if a not in auth_rows]
         if missing_auth:
             raise NotStoredError(f"missing auth events: {', '.join(missing_auth[:5])}")
@@ -289,8 +295,7 @@ class FederatedInput:
             return f"rejected: {e.reason}"
 
         # prev_events: fetch what we miss (bounded), then the state before the event.
-        prev_ids = ev.prev_event_ids
-        prev_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(prev_ids)))}
+        prev_rows = {p: rows[p] for p in prev_ids if p in rows}
         if fetch_missing and self.fetcher is not None and any(p not in prev_rows for p in prev_ids):
             await self._fetch_missing(room, rv, origin, ev)
             prev_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(prev_ids)))}
@@ -331,13 +336,15 @@ class FederatedInput:
         assert self.fetcher is not None
         min_depth = min((d for _nid, d in room.extremities.values()), default=0)
         try:
-            pdus = await self.fetcher.get_missing_events(
-                origin, room.room_id, list(room.extremities), [ev.event_id], MISSING_EVENTS_LIMIT, min_depth)
+            # Bounded in time too: the room's worker waits meanwhile.
+            pdus = await asyncio.wait_for(self.fetcher.get_missing_events(
+                origin, room.room_id, list(room.extremities), [ev.event_id], MISSING_EVENTS_LIMIT, min_depth),
+                MISSING_EVENTS_TIMEOUT_S)
         except Exception as e:  # the remote is down or hostile: go on with what we have
             log.info("get_missing_events from %s for %s failed: %s", origin, ev.event_id, e)
             return
         got: list[Event] = []
-        for p in pdus[:MISSING_EVENTS_LIMIT]:
+        for p in pdus[:MISSING_EVENTS_LIMIT] if isinstance(pdus, list) else []:
             try:
                 got.append(self._parse(p, rv, room.room_id))
             except NotStoredError as e:
