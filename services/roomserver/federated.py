@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 MISSING_EVENTS_LIMIT = 10
 MISSING_EVENTS_TIMEOUT_S = 15.0
+# Gaps filled per input record (a transaction's PDUs of one room); later gaps use the known prevs.
+MAX_FETCHES_PER_INPUT = 2
 CREATE_KEY = ("m.room.create", "")
 # A state: (type, state_key) -> (event_id, event_nid); nid 0 = written in this transaction.
 State = dict[tuple[str, str], tuple[str, int]]
@@ -223,9 +225,13 @@ class FederatedInput:
                 results[ev.event_id] = None
                 events.append(ev)
         events.sort(key=lambda e: e.depth)
+        fetches = MAX_FETCHES_PER_INPUT  # the room's worker (and the /send answer) waits for each
         for ev in events:
             try:
-                outcome = await self.process(room, rv, origin, ev, fetch_missing=True)
+                fetch = fetches > 0 and self.fetcher is not None and not await self._prevs_known(ev)
+                if fetch:
+                    fetches -= 1
+                outcome = await self.process(room, rv, origin, ev, fetch_missing=fetch)
             except NotStoredError as e:
                 results[ev.event_id] = str(e)
                 continue
@@ -234,6 +240,10 @@ class FederatedInput:
             elif outcome != "accepted":
                 results[ev.event_id] = outcome
         return {"results": results, "soft_failed": soft}
+
+    async def _prevs_known(self, ev: Event) -> bool:
+        prevs = list(dict.fromkeys(ev.prev_event_ids))
+        return len(await self.store.get_event_rows(prevs)) == len(prevs) if prevs else True
 
     def _try_event_id(self, pdu: Any, room: RoomInfo | None) -> str | None:
         if not isinstance(pdu, dict):

@@ -284,3 +284,14 @@ async def test_unfetchable_prev_events_use_known_state(processor: RoomInputProce
     res = await receive(processor, REMOTE, ROOM, m2)
     assert res["results"] == {m2.event_id: None}
     assert set((await processor.room(ROOM)).extremities) == {m.event_id, m2.event_id}
+
+
+async def test_gap_fetches_are_bounded_per_input(processor: RoomInputProcessor, store) -> None:
+    remote = await joined_bob(processor)
+    room = await processor.room(ROOM)
+    fetcher = GapFetcher([])
+    processor.federated.fetcher = fetcher
+    gappy = [await remote.message(BOB, f"gap {i}", prev=[f"$missing{i}", *room.extremities]) for i in range(5)]
+    res = await receive(processor, REMOTE, ROOM, *gappy)
+    assert all(v is None for v in res["results"].values()) and len(res["results"]) == 5
+    assert len(fetcher.calls) == 2  # MAX_FETCHES_PER_INPUT; the others use the prevs we have
