@@ -133,7 +133,12 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
     profile_sync = ProfileSync(roomserver.api, syncapi.api.wait_for_event)
     userapi.api.profile_change_hooks.append(profile_sync.on_profile_change)
     userapi.api.deactivation_hooks.append(profile_sync.on_deactivated)
-    media = MediaService(config, await db("mediaapi", MEDIA_MIGRATIONS), auth)
+    from services.federationapi.client import FederationClient
+
+    # Remote media: the mediaapi fetches it itself with signed requests (its own client).
+    media = MediaService(config, await db("mediaapi", MEDIA_MIGRATIONS), auth,
+                         federation_client=(FederationClient(config.server_name, signing_key, config.federation)
+                                            if config.federation.enabled else None))
     from services.federationapi.storage.store import MIGRATIONS as FEDERATION_MIGRATIONS
 
     federation = FederationService(config.server_name, [signing_key], axon.__version__,
@@ -144,6 +149,7 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
 
     if config.federation.enabled:  # joins/invites/knocks of remote rooms and users
         clientapi.deps.federation = federation.api
+        media.deps.federation_verify = federation.api.verify_request  # inbound federation media
     services: list[Any] = [userapi, roomserver, syncapi, clientapi, media, federation]
     if appservice is not None:
         services.append(appservice)

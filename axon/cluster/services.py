@@ -7,7 +7,7 @@ Who calls whom (internal API over HTTP, libs/rpc):
   clientapi → roomserver (queries; writes go on roomserver.input and wait on the
               clientapi's own `LogReplies`), userapi, syncapi (wait_for_event)
   syncapi   → roomserver, userapi
-  mediaapi  → userapi (access tokens)
+  mediaapi  → userapi (access tokens), federationapi (X-Matrix check of inbound federation media)
   userapi   → roomserver, syncapi (profile/deactivation member events, like clientapi writes)
   clientapi → appservice (alias/user queries, AS room directories) when ASes are registered
   federationapi → roomserver, userapi (queries; the same constructor path as embedded)
@@ -279,7 +279,18 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
             if cfg.media.store_path:
                 os.makedirs(cfg.media.store_path, exist_ok=True)
             _ua, auth = userapi_client()
-            svc = MediaService(cfg, await db("mediaapi", MEDIA_MIGRATIONS), auth.require(allow_guest=False))
+            fed_client, fed_verify = None, None
+            if cfg.federation.enabled:
+                from services.federationapi.client import FederationClient
+
+                # Remote media is fetched by this process (signed with the server's key); the
+                # X-Matrix check of inbound federation media is the federationapi's (its keyring).
+                fed_client = FederationClient(cfg.server_name, load_or_create_signing_key(cfg.signing_key_path),
+                                              cfg.federation)
+                if cfg.cluster.federationapi:
+                    fed_verify = cast(FederationAPI, client("federationapi")).verify_request
+            svc = MediaService(cfg, await db("mediaapi", MEDIA_MIGRATIONS), auth.require(allow_guest=False),
+                               federation_client=fed_client, federation_verify=fed_verify)
             impl, parts = svc.api, [svc]
         elif name == "appservice":
             from services.appservice.service import AppserviceService

@@ -42,6 +42,13 @@ class FederationAPI(Protocol):
         """This server's signed key response (`/_matrix/key/v2/server`)."""
         ...
 
+    async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
+        """The origin of a bodiless federation request that another service serves (the
+        mediaapi's `/_matrix/federation/v1/media/*`): `uri` is the path and query as sent,
+        `authorization` its Authorization headers. 401 M_UNAUTHORIZED unless it verifies
+        against the origin's keys; 403 when federation is disabled."""
+        ...
+
     # Membership handshakes with other servers (services/federationapi/perform.py). Each
     # raises MatrixError (the remote's errcode when it refused; 502 when unreachable or its
     # answer did not verify; 403 M_FORBIDDEN when federation is disabled).

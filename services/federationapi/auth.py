@@ -47,17 +47,8 @@ class FederationAuth:
 
     async def authenticate(self, request: Request) -> tuple[str, Any]:
         """(origin, parsed body or None)."""
-        header = first_xmatrix_header(request.headers.getlist("authorization"))
-        if header is None:
-            raise unauthorized("Missing X-Matrix Authorization header")
-        try:
-            auth = parse_xmatrix(header)
-        except XMatrixError as e:
-            raise unauthorized(str(e)) from None
-        if auth.destination is not None and auth.destination != self.server_name:
-            raise unauthorized("Request is not addressed to this server")
-        if auth.origin == self.server_name:
-            raise unauthorized("Request claims to come from this server")
+        headers = request.headers.getlist("authorization")
+        self._check_header(headers)
         content: Any = None
         raw = await read_body_limited(request, self.max_body_bytes)
         if raw.strip():
@@ -68,15 +59,40 @@ class FederationAuth:
                 raise not_json(f"Content not JSON: {e}") from None
             except CanonicalJSONError as e:
                 raise bad_json(str(e)) from None
+        return await self.verify(request.method, request_uri(request), headers, content), content
+
+    def _check_header(self, headers: list[str]) -> None:
+        header = first_xmatrix_header(headers)
+        if header is None:
+            raise unauthorized("Missing X-Matrix Authorization header")
+        try:
+            parse_xmatrix(header)
+        except XMatrixError as e:
+            raise unauthorized(str(e)) from None
+
+    async def verify(self, method: str, uri: str, headers: list[str], content: Any) -> str:
+        """The origin of a request (`uri`: path and query as sent) whose Authorization
+        headers are `headers`; 401 M_UNAUTHORIZED unless it verifies."""
+        header = first_xmatrix_header(headers)
+        if header is None:
+            raise unauthorized("Missing X-Matrix Authorization header")
+        try:
+            auth = parse_xmatrix(header)
+        except XMatrixError as e:
+            raise unauthorized(str(e)) from None
+        if auth.destination is not None and auth.destination != self.server_name:
+            raise unauthorized("Request is not addressed to this server")
+        if auth.origin == self.server_name:
+            raise unauthorized("Request claims to come from this server")
         now = self.keyring.clock_ms()
         key = await self.keyring.get_verify_key(auth.origin, auth.key_id, at_ts=now)
         if key is None:
             raise unauthorized(f"No valid key {auth.key_id} of {auth.origin}")
         try:
-            verify_request(auth, self.server_name, request.method, request_uri(request), content, key)
+            verify_request(auth, self.server_name, method, uri, content, key)
         except XMatrixError as e:
             raise unauthorized(str(e)) from None
-        return auth.origin, content
+        return auth.origin
 
     async def __call__(self, request: Request) -> str:
         origin, content = await self.authenticate(request)

@@ -202,11 +202,24 @@ class FederationClient:
 
         Retries (with jittered exponential backoff) on connection errors and 5xx; raises
         FederationHTTPError for other error statuses, FederationUnreachable otherwise."""
+        resp = await self.request_raw(method, destination, path, query=query, content=content, signed=signed,
+                                      retries=retries, timeout_s=timeout_s, max_bytes=max_bytes)
+        try:
+            return json.loads(resp.body) if resp.body else None
+        except (ValueError, UnicodeDecodeError):
+            raise FederationHTTPError(destination, resp.status, {"error": "response is not JSON"}) from None
+
+    async def request_raw(self, method: str, destination: str, path: str, *,
+                          query: Mapping[str, Any] | None = None, content: Any | None = None, signed: bool = True,
+                          retries: int | None = None, timeout_s: float | None = None,
+                          max_bytes: int | None = None, accept: str = "application/json") -> Response:
+        """`request`, answering the raw 2xx response (status, headers, body) — for bodies
+        that are not JSON (federation media is multipart/mixed)."""
         if destination == self.server_name:
             raise FederationError("refusing to send a federation request to ourselves")
         uri = self.build_uri(path, query)
         body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode() if content is not None else None
-        headers: dict[str, str] = {"Accept": "application/json"}
+        headers: dict[str, str] = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = "application/json"
         if signed:
@@ -226,15 +239,13 @@ class FederationClient:
             except FederationUnreachable as e:
                 last = e
                 continue
+            if 200 <= resp.status < 300:
+                return resp
             parsed: Any = None
             try:
                 parsed = json.loads(resp.body) if resp.body else None
             except (ValueError, UnicodeDecodeError):
                 parsed = None
-            if 200 <= resp.status < 300:
-                if parsed is None and resp.body:
-                    raise FederationHTTPError(destination, resp.status, {"error": "response is not JSON"})
-                return parsed
             err = FederationHTTPError(destination, resp.status, parsed)
             if resp.status >= 500 or resp.status == 429:
                 last = err

@@ -49,9 +49,15 @@ class FederationInternal:
         self.own = OwnKeys(server_name, self.signing_keys, list(old_keys), validity_ms)
         # Set by FederationService when federation is enabled (client, keyring, roomserver).
         self.performer: MembershipPerformer | None = None
+        self.auth: FederationAuth | None = None
 
     async def server_keys(self) -> dict[str, Any]:
         return self.own.response(int(time.time() * 1000))
+
+    async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
+        if self.auth is None:
+            raise MatrixError(403, "M_FORBIDDEN", "Federation is disabled on this server")
+        return await self.auth.verify(method, uri, authorization, None)
 
     def _perform(self) -> MembershipPerformer:
         if self.performer is None:
@@ -152,6 +158,7 @@ class FederationService:
         self.transactions = TransactionProcessor(server_name, store, self.keyring, sink or UnsupportedPDUSink(),
                                                  room_version_of, publisher, acl_of=acl_of)
         auth = FederationAuth(server_name, self.keyring)
+        self.api.auth = auth
         self.routers.append(build_federation_router(FederationRoutesContext(
             server_name=server_name, auth=auth, keyring=self.keyring, transactions=self.transactions,
             roomserver=roomserver, userapi=userapi)))

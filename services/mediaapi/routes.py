@@ -15,6 +15,7 @@ from libs.errors import MatrixError
 from libs.http.body import read_body_limited
 from services.userapi.api import Device
 
+from .federation import RemoteMediaFetcher, build_multipart
 from .files import THUMBNAILABLE, FileStore, make_thumbnail
 from .storage.store import MediaStore
 
@@ -38,6 +39,19 @@ class MediaRoutesDeps:
     files: FileStore
     max_upload_bytes: int
     auth: Callable[..., Awaitable[Device]]
+    # Remote media (None: federation off, remote media is unknown here).
+    remote: RemoteMediaFetcher | None = None
+    # (method, uri, Authorization headers) -> origin: the federationapi's X-Matrix check
+    # for the inbound federation media routes (None: they answer 404).
+    federation_verify: Callable[[str, str, list[str]], Awaitable[str]] | None = None
+
+
+def _request_uri(request: Request) -> str:
+    """Path and query exactly as sent (the origin signed the raw form)."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    uri = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+    qs = request.scope.get("query_string") or b""
+    return uri + ("?" + qs.decode("latin-1") if qs else "")
 
 def _err(status: int, errcode: str, msg: str) -> MatrixError:
     return MatrixError(status, errcode, msg)
@@ -62,10 +76,12 @@ def _media_headers(content_type: str | None, filename: str | None) -> dict[str, 
         "X-Content-Type-Options": "nosniff",
     }
 
-def build_media_routers(deps: MediaRoutesDeps) -> tuple[APIRouter, APIRouter]:
-    """(legacy router for /_matrix/media/{v1,v3}, authenticated router for /_matrix/client/v1/media)."""
+def build_media_routers(deps: MediaRoutesDeps) -> tuple[APIRouter, APIRouter, APIRouter]:
+    """(legacy router for /_matrix/media/{v1,v3}, authenticated router for /_matrix/client/v1/media,
+    federation router for /_matrix/federation/v1/media)."""
     legacy = APIRouter()
     authed = APIRouter()
+    federation = APIRouter()
     store, files = deps.store, deps.files
 
     async def read_body(request: Request) -> bytes:
@@ -113,8 +129,9 @@ def build_media_routers(deps: MediaRoutesDeps) -> tuple[APIRouter, APIRouter]:
 
     async def load(server_name: str, media_id: str):
         if server_name != deps.server_name:
-            # Remote media arrives with federation; until then it is unknown here.
-            raise _err(404, "M_NOT_FOUND", "Remote media is not available")
+            if deps.remote is None:
+                raise _err(404, "M_NOT_FOUND", "Remote media is not available")
+            return await deps.remote.get(server_name, media_id)
         got = await store.get(server_name, media_id)
         if got is None:
             raise _err(404, "M_NOT_FOUND", "Unknown media")
@@ -185,4 +202,28 @@ def build_media_routers(deps: MediaRoutesDeps) -> tuple[APIRouter, APIRouter]:
     authed.add_api_route(f"{p}/thumbnail/{{server_name}}/{{media_id}}", thumbnail, methods=["GET"], dependencies=dep)
     authed.add_api_route(f"{p}/config", config, methods=["GET"], dependencies=dep)
     authed.add_api_route(f"{p}/preview_url", preview_url, methods=["GET"], dependencies=dep)
-    return legacy, authed
+
+    # Federation (spec v1.11): our own media to other servers, as multipart/mixed.
+    async def federation_origin(request: Request) -> str:
+        if deps.federation_verify is None:
+            raise _err(404, "M_UNRECOGNIZED", "Federation is not enabled on this server")
+        return await deps.federation_verify(request.method, _request_uri(request),
+                                            request.headers.getlist("authorization"))
+
+    def multipart(resp: Response) -> Response:
+        body, ctype = build_multipart(bytes(resp.body), resp.media_type or "application/octet-stream",
+                                      resp.headers.get("content-disposition", "attachment"))
+        return Response(content=body, media_type=ctype)
+
+    async def federation_download(media_id: str, origin: str = Depends(federation_origin)) -> Response:
+        return multipart(await download(deps.server_name, media_id))
+
+    async def federation_thumbnail(media_id: str, width: int, height: int, method: str = "scale",
+                                   animated: bool | None = None,
+                                   origin: str = Depends(federation_origin)) -> Response:
+        return multipart(await thumbnail(deps.server_name, media_id, width, height, method, animated))
+
+    f = "/_matrix/federation/v1/media"
+    federation.add_api_route(f"{f}/download/{{media_id}}", federation_download, methods=["GET"])
+    federation.add_api_route(f"{f}/thumbnail/{{media_id}}", federation_thumbnail, methods=["GET"])
+    return legacy, authed, federation

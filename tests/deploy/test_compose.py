@@ -13,7 +13,7 @@ from .conftest import ROOT
 from .validate import COMPOSE, validate_compose
 
 SERVICES = ("roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi", "appservice")
-KEY_USERS = ("roomserver", "clientapi", "federationapi")  # load the signing key at start
+KEY_USERS = ("roomserver", "clientapi", "federationapi", "mediaapi")  # load the signing key at start
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from .kustomize import KustomizeError, render, strategic_merge
 from .validate import K8S_DIR, SKIPPED_GROUPS, TARGETS, api_group, validate_k8s, validate_resource
 
 SERVICES = ("roomserver", "clientapi", "syncapi", "userapi", "mediaapi", "federationapi", "appservice")
-KEY_USERS = ("roomserver", "clientapi", "federationapi")
+KEY_USERS = ("roomserver", "clientapi", "federationapi", "mediaapi")
 Res = dict[str, Any]
 
 

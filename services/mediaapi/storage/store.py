@@ -30,6 +30,18 @@ class MediaStore:
         )
         return row is not None
 
+    async def record_remote(self, server_name: str, media_id: str, content_type: str | None,
+                            upload_name: str | None, size: int, sha256: str, now_ms: int) -> None:
+        """A remote server's media, fetched and written to disk (a racing replica's row wins)."""
+        try:
+            await self.db.execute(
+                "INSERT INTO media (server_name, media_id, content_type, upload_name, size_bytes, sha256,"
+                " created_ts, uploaded_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                server_name, media_id, content_type, upload_name, size, sha256, now_ms,
+            )
+        except UniqueViolation:
+            pass
+
     async def get(self, server_name: str, media_id: str) -> tuple[MediaInfo, bool] | None:
         """The media and whether its content has been uploaded."""
         row = await self.db.fetchrow(
