@@ -5,7 +5,7 @@ a port: discovery goes straight to it, no well-known or SRV) and a TLS listener 
 port with a self-signed certificate made at fixture time. Their federation clients
 skip certificate checks and allow loopback (test only).
 
-Fixtures: `two_servers` -> (hs1, hs2), each a `FedServer` with `.matrix` (a
+Fixtures: `two_servers` (per test) and `shared_servers` (one pair for the folder) -> (hs1, hs2), each a `FedServer` with `.matrix` (a
 `MatrixTestClient` over the in-process ASGI app), `.name`, `.hs` (the `Homeserver`),
 `.federation` (its `FederationService`).
 """
@@ -15,12 +15,15 @@ import asyncio
 import datetime
 import ipaddress
 import time
+import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
+import pytest_asyncio
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -94,7 +97,8 @@ class FedServer:
         return next(s for s in self.hs.services if isinstance(s, RoomserverService)).api
 
     async def register(self, localpart: str) -> User:
-        return await self.matrix.register(localpart)
+        """A new user; the localpart gets a unique suffix (servers may be shared by tests)."""
+        return await self.matrix.register(f"{localpart}-{uuid.uuid4().hex[:6]}")
 
     async def create_room(self, user: User, **body: Any) -> str:
         return await self.matrix.create_room(user, **body)
@@ -148,12 +152,12 @@ async def _start_server(tmp: Path, label: str) -> tuple[FedServer, uvicorn.Serve
     return FedServer(cfg.server_name, hs, http, MatrixTestClient(http)), server, task
 
 
-@pytest.fixture
-async def two_servers(tmp_path):
+@asynccontextmanager
+async def running_servers(tmp: Path) -> AsyncIterator[tuple[FedServer, FedServer]]:
     started: list[tuple[FedServer, uvicorn.Server, asyncio.Task[None]]] = []
     try:
         for label in ("hs1", "hs2"):
-            started.append(await _start_server(tmp_path, label))
+            started.append(await _start_server(tmp, label))
         yield started[0][0], started[1][0]
     finally:
         # Services first (their federation clients close their pooled connections),
@@ -168,3 +172,18 @@ async def two_servers(tmp_path):
                 await asyncio.wait_for(task, 5)
             except Exception:
                 task.cancel()
+
+
+@pytest.fixture
+async def two_servers(tmp_path):
+    """A fresh pair per test."""
+    async with running_servers(tmp_path) as pair:
+        yield pair
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
+async def shared_servers(tmp_path_factory):
+    """One pair for the whole folder (tests must mark `pytest.mark.asyncio(loop_scope="package")`
+    and keep to their own users and rooms: `FedServer.register` makes localparts unique)."""
+    async with running_servers(tmp_path_factory.mktemp("fed")) as pair:
+        yield pair

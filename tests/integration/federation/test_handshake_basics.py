@@ -5,9 +5,11 @@ import pytest
 
 from services.federationapi.client import FederationHTTPError
 
+pytestmark = pytest.mark.asyncio(loop_scope="package")
 
-async def test_servers_fetch_each_others_keys(two_servers):
-    hs1, hs2 = two_servers
+
+async def test_servers_fetch_each_others_keys(shared_servers):
+    hs1, hs2 = shared_servers
     for a, b in ((hs1, hs2), (hs2, hs1)):
         keys = await a.federation.keyring.get_verify_keys(b.name, None)
         own = await b.federation.api.server_keys()
@@ -18,8 +20,8 @@ async def test_servers_fetch_each_others_keys(two_servers):
         assert raw["server_name"] == b.name and b.name in raw["signatures"]
 
 
-async def test_signed_requests_pass_xmatrix_both_ways(two_servers):
-    hs1, hs2 = two_servers
+async def test_signed_requests_pass_xmatrix_both_ways(shared_servers):
+    hs1, hs2 = shared_servers
     alice = await hs1.register("alice")
     bob = await hs2.register("bob")
     await hs1.matrix.request(alice, "PUT", f"/profile/{alice.user_id}/displayname", json={"displayname": "Alice"})

@@ -16,8 +16,9 @@ from services.federationapi.perform import federation_form
 from services.federationapi.xmatrix import sign_request
 from services.roomserver.internal import RoomserverInternal
 
-pytestmark = pytest.mark.skipif(not hasattr(RoomserverInternal, "make_membership_event"),
-                                reason="the roomserver has no federated input yet")
+pytestmark = [pytest.mark.skipif(not hasattr(RoomserverInternal, "make_membership_event"),
+                                 reason="the roomserver has no federated input yet"),
+              pytest.mark.asyncio(loop_scope="package")]
 
 V11 = get_room_version("11")
 
@@ -29,8 +30,8 @@ async def expect_error(coro: Any, status: int, errcode: str) -> dict[str, Any]:
     return ei.value.body
 
 
-async def test_handshake_routes_refuse_bad_requests(two_servers):
-    hs1, hs2 = two_servers
+async def test_handshake_routes_refuse_bad_requests(shared_servers):
+    hs1, hs2 = shared_servers
     alice = await hs1.register("alice")
     room_id = await hs1.create_room(alice, preset="public_chat")
     bob = f"@bob:{hs2.name}"

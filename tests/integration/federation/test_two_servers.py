@@ -15,8 +15,9 @@ from .conftest import FedServer, wait_for
 
 
 # The roomserver's federated input (the contract's join_remote_room & co.) lands separately.
-pytestmark = pytest.mark.skipif(not hasattr(RoomserverInternal, "join_remote_room"),
-                                reason="the roomserver has no federated input yet")
+pytestmark = [pytest.mark.skipif(not hasattr(RoomserverInternal, "join_remote_room"),
+                                 reason="the roomserver has no federated input yet"),
+              pytest.mark.asyncio(loop_scope="package")]
 
 
 def timeline_bodies(resp: dict[str, Any], room_id: str) -> list[str]:
@@ -68,8 +69,8 @@ async def public_room(hs1: FedServer, alice: User, **body: Any) -> str:
     return await hs1.create_room(alice, preset="public_chat", name="Lobby", **body)
 
 
-async def test_join_by_room_id_and_messages_both_ways(two_servers):
-    hs1, hs2 = two_servers
+async def test_join_by_room_id_and_messages_both_ways(shared_servers):
+    hs1, hs2 = shared_servers
     alice, bob = await hs1.register("alice"), await hs2.register("bob")
     room_id = await public_room(hs1, alice)
     assert await join_remote(hs2, bob, room_id, via=hs1.name) == room_id
@@ -106,8 +107,8 @@ async def test_join_by_room_id_and_messages_both_ways(two_servers):
     assert state == {"topic": "federated"}
 
 
-async def test_join_by_alias(two_servers):
-    hs1, hs2 = two_servers
+async def test_join_by_alias(shared_servers):
+    hs1, hs2 = shared_servers
     alice, bob = await hs1.register("alice"), await hs2.register("bob")
     room_id = await public_room(hs1, alice, room_alias_name="lobby")
     alias = f"#lobby:{hs1.name}"
@@ -119,8 +120,8 @@ async def test_join_by_alias(two_servers):
     assert r.status_code == 404 and r.json()["errcode"] == "M_NOT_FOUND"
 
 
-async def test_invite_of_a_remote_user_then_accept(two_servers):
-    hs1, hs2 = two_servers
+async def test_invite_of_a_remote_user_then_accept(shared_servers):
+    hs1, hs2 = shared_servers
     alice, carol = await hs1.register("alice"), await hs2.register("carol")
     room_id = await hs1.create_room(alice, preset="private_chat", name="Secret")
     await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": carol.user_id})
@@ -145,8 +146,8 @@ async def test_invite_of_a_remote_user_then_accept(two_servers):
     await sync_seen(hs2, carol, lambda rs: any("welcome carol" in timeline_bodies(r, room_id) for r in rs))
 
 
-async def test_remote_user_leaves_then_is_banned(two_servers):
-    hs1, hs2 = two_servers
+async def test_remote_user_leaves_then_is_banned(shared_servers):
+    hs1, hs2 = shared_servers
     alice, bob = await hs1.register("alice"), await hs2.register("bob")
     room_id = await public_room(hs1, alice)
     await join_remote(hs2, bob, room_id, via=hs1.name)
@@ -175,8 +176,8 @@ async def test_remote_user_leaves_then_is_banned(two_servers):
     assert r.status_code == 403, r.text
 
 
-async def test_knock_on_a_remote_room(two_servers):
-    hs1, hs2 = two_servers
+async def test_knock_on_a_remote_room(shared_servers):
+    hs1, hs2 = shared_servers
     alice, bob = await hs1.register("alice"), await hs2.register("bob")
     room_id = await hs1.create_room(alice, name="Knock knock",
                                     initial_state=[{"type": "m.room.join_rules", "state_key": "",
@@ -198,8 +199,8 @@ async def test_knock_on_a_remote_room(two_servers):
     await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, bob.user_id, "join") for r in rs))
 
 
-async def test_reject_a_remote_invite(two_servers):
-    hs1, hs2 = two_servers
+async def test_reject_a_remote_invite(shared_servers):
+    hs1, hs2 = shared_servers
     alice, carol = await hs1.register("alice"), await hs2.register("carol")
     room_id = await hs1.create_room(alice, preset="private_chat", name="Nope")
     await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": carol.user_id})
