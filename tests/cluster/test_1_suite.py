@@ -15,6 +15,7 @@ pytestmark = pytest.mark.cluster
 SUITE = ["tests/integration/e2e", "tests/integration/syncapi/test_e2e.py"]
 
 
+@pytest.mark.timeout(600)  # the whole e2e suite over real HTTP; the subprocess has its own 480 s
 def test_integration_e2e_suite_passes_against_the_cluster(cluster: Cluster) -> None:
     env = dict(cluster.env, AXON_TEST_TARGET="cluster", AXON_TEST_BASE_URL=cluster.url)
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *SUITE],

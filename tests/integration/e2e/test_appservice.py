@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import uuid
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +21,20 @@ from tests.ports import free_port as _free_port
 
 AS_TOKEN = "as-secret-token"
 HS_TOKEN = "hs-secret-token"
+# Against the cluster (tests/cluster): the cluster was started with `registration()` for an
+# AS on this port (AXON_TEST_AS_PORT); the fake AS of each test listens there.
+_TARGET_URL = os.environ.get("AXON_TEST_BASE_URL") if os.environ.get("AXON_TEST_TARGET") == "cluster" else None
+
+
+def registration(url: str) -> dict[str, Any]:
+    """The registration file of the test AS (server name test.local)."""
+    return {
+        "id": "bridge", "url": url, "as_token": AS_TOKEN, "hs_token": HS_TOKEN,
+        "sender_localpart": "bridgebot", "protocols": ["ymca"],
+        "namespaces": {"users": [{"regex": "@bridge_.*:test.local", "exclusive": True},
+                                 {"regex": "@_.*:test.local", "exclusive": False}],
+                       "aliases": [{"regex": "#bridge_.*:test.local", "exclusive": True}], "rooms": []},
+    }
 
 
 def test_parse_registration_and_namespaces() -> None:
@@ -91,21 +107,24 @@ class FakeAS:
 @pytest.fixture
 async def as_env(tmp_path):
     fake = FakeAS()
-    port = _free_port()
+    port = int(os.environ["AXON_TEST_AS_PORT"]) if _TARGET_URL else _free_port()
     server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="off", access_log=False))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
+    if _TARGET_URL:
+        client = httpx.AsyncClient(base_url=_TARGET_URL, timeout=60)
+        try:
+            yield None, client, fake
+        finally:
+            await client.aclose()
+            server.should_exit = True
+            await task
+        return
     reg = tmp_path / "as.yaml"
-    reg.write_text(json.dumps({
-        "id": "bridge", "url": f"http://127.0.0.1:{port}", "as_token": AS_TOKEN, "hs_token": HS_TOKEN,
-        "sender_localpart": "bridgebot", "protocols": ["ymca"],
-        "namespaces": {"users": [{"regex": "@bridge_.*:test.local", "exclusive": True},
-                                 {"regex": "@_.*:test.local", "exclusive": False}],
-                       "aliases": [{"regex": "#bridge_.*:test.local", "exclusive": True}], "rooms": []},
-    }))
+    reg.write_text(json.dumps(registration(f"http://127.0.0.1:{port}")))
     cfg = dev_config(str(tmp_path / "hs"))
     cfg.server_name = "test.local"
     cfg.logging.level = "WARNING"
@@ -134,6 +153,8 @@ async def _call(client: httpx.AsyncClient, method: str, path: str, token: str | 
 
 
 async def _user(client: httpx.AsyncClient, name: str) -> str:
+    if _TARGET_URL:  # one long-lived server for the whole suite
+        name = f"{name}-{uuid.uuid4().hex[:6]}"
     b = await _call(client, "POST", "/register", None, json={"username": name, "password": "pw-pw-pw-pw",
                                                               "auth": {"type": "m.login.dummy"}})
     return str(b["access_token"])
