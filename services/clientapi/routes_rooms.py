@@ -207,7 +207,7 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
         limit("join", device.user_id)
         _check_room_id(room_id)
         if deps.federation is not None and not await is_resident(room_id) \
-                and (domain(room_id) != deps.server_name or servers):
+                and (servers or domain(room_id) not in ("", deps.server_name) or not await rs.room_exists(room_id)):
             if device.is_guest:
                 raise _err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot join remote rooms")
             via = list(servers or []) + await remote_servers_for(room_id, device.user_id)

@@ -326,7 +326,7 @@ class MembershipPerformer:
         wanted = auth_types_for_event(rv, join.type, join.sender, join.state_key, join.content)
         try:
             check_event_auth(join, [by_key[k] for k in wanted if k in by_key]
-                             + [passed[a] for a in join.auth_event_ids if a in passed])
+                             + [passed[a] for a in join.auth_event_ids if a in passed] + [create])
         except AuthError as err:
             raise MatrixError(403, "M_FORBIDDEN", f"the resident server's state does not allow the join: {err}") \
                 from None
@@ -437,33 +437,30 @@ class MembershipPerformer:
         member = state.get(("m.room.member", sender))
         if member is None or (member.get("content") or {}).get("membership") != "join":
             raise forbidden(f"{sender} is not in the room")
-        extremities = await _forward_extremities(self.roomserver, room_id, state)
+        # The roomserver's template of a (re-)join of the joined inviter has the room's
+        # forward extremities and the next depth: the invite builds on the same point.
+        _, joined = await self.roomserver.make_membership_event(room_id, sender, "join", None)
+        prev, hashes = _refs(joined, "prev_events")
+        depth = joined.get("depth")
+        if not isinstance(depth, int) or isinstance(depth, bool):
+            raise MatrixError(500, "M_UNKNOWN", "no depth in the roomserver's template")
         wanted = auth_types_for_event(rv, "m.room.member", sender, invitee, {"membership": "invite"})
         auth_ids = [state[k]["event_id"] for k in sorted(wanted) if k in state
                     and not (rv.hydra and k == ("m.room.create", ""))]
-        depth = max((int(e.get("depth", 0)) for e in extremities), default=0) + 1
-        hashes: dict[str, dict[str, str]] = {}
         if rv.event_format is EventFormat.V1:
-            for e in [*extremities, *(state[k] for k in wanted if k in state)]:
-                h = e.get("hashes")
-                if isinstance(h, dict):
-                    hashes[e["event_id"]] = {"sha256": h.get("sha256", "")}
-        return {"prev": [e["event_id"] for e in extremities], "auth": auth_ids, "depth": depth,
-                "hashes": hashes, "stripped": stripped_state(state.values())}
+            for k in wanted:
+                ev = state.get(k)
+                if ev is not None and isinstance(ev.get("hashes"), dict):
+                    hashes[ev["event_id"]] = {"sha256": _reference_hash_b64(ev, rv)}
+        return {"prev": prev, "auth": auth_ids, "depth": depth, "hashes": hashes,
+                "stripped": stripped_state(state.values())}
 
 
-async def _forward_extremities(roomserver: RoomserverAPI, room_id: str,
-                               state: Mapping[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
-    """The room's forward extremities (the roomserver's query when it has one, else the
-    most recent state event, which is always an ancestor-or-equal of the extremities)."""
-    query = getattr(roomserver, "get_forward_extremities", None)
-    if query is not None:
-        ids = await query(room_id)
-        evs = await roomserver.get_events(list(ids))
-        if evs:
-            return list(evs.values())
-    latest = max(state.values(), key=lambda e: int(e.get("depth", 0)))
-    return [latest]
+def _reference_hash_b64(event: Mapping[str, Any], rv: RoomVersion) -> str:
+    from libs.events.hashes import compute_reference_hash
+    from libs.events.unpadded_base64 import encode_base64
+
+    return encode_base64(compute_reference_hash({k: v for k, v in event.items() if k != "unsigned"}, rv))
 
 
 def _auth_order(events: Mapping[str, Event]) -> list[Event]:

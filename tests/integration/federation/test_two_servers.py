@@ -212,3 +212,28 @@ async def test_reject_a_remote_invite(shared_servers):
     await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, carol.user_id, "leave") for r in rs))
     # Carol's own /sync moves the room out of `invite`.
     await hs2.sync_until(carol, lambda r: room_id in r.get("rooms", {}).get("leave", {}), since=resp["next_batch"])
+
+
+async def test_invite_builds_on_the_latest_events(shared_servers):
+    hs1, hs2 = shared_servers
+    alice, dave = await hs1.register("alice"), await hs2.register("dave")
+    room_id = await hs1.create_room(alice, preset="private_chat")
+    last = ""
+    for i in range(3):
+        last = await hs1.matrix.send(alice, room_id, f"before the invite {i}")
+    await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": dave.user_id})
+    m = await hs1.roomserver.get_membership(room_id, dave.user_id)
+    invite = await hs1.roomserver.get_event(m.event_id)
+    assert invite["prev_events"] == [last]  # no fork: it follows the latest message
+    await hs2.sync_until(dave, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
+
+
+@pytest.mark.parametrize("version", ["1", "12"])
+async def test_join_rooms_of_other_versions(shared_servers, version):
+    hs1, hs2 = shared_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    room_id = await hs1.create_room(alice, preset="public_chat", room_version=version)
+    assert await join_remote(hs2, bob, room_id, via=hs1.name) == room_id
+    assert await hs2.roomserver.get_room_version(room_id) == version
+    await hs2.matrix.send(bob, room_id, f"hello v{version}")
+    await sync_seen(hs1, alice, lambda rs: any(f"hello v{version}" in timeline_bodies(r, room_id) for r in rs))
