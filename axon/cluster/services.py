@@ -214,7 +214,10 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
             assert proc.log is not None
             svc = RoomserverService(cfg, await db("roomserver", RoomserverService.migrations_package), proc.log,
                                     signing_key=load_or_create_signing_key(cfg.signing_key_path),
-                                    replies=LogReplies(proc.log, iid))
+                                    replies=LogReplies(proc.log, iid),
+                                    # prev_events gaps of federated input: asked of the federationapi
+                                    missing_events=(client("federationapi")
+                                                    if cfg.federation.enabled and cfg.cluster.federationapi else None))
             impl, parts = svc.api, [svc]
         elif name == "userapi":
             from services.userapi.service import MIGRATIONS_PACKAGE, UserapiService

@@ -42,6 +42,12 @@ class FederationAPI(Protocol):
         """This server's signed key response (`/_matrix/key/v2/server`)."""
         ...
 
+    async def get_missing_events(self, origin: str, room_id: str, earliest: list[str], latest: list[str],
+                                 limit: int, min_depth: int) -> list[dict[str, Any]]:
+        """`POST /get_missing_events` to `origin`, each PDU checked like a /send PDU (the
+        roomserver's `MissingEventsFetcher` in the cluster); [] when federation is off."""
+        ...
+
     async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
         """The origin of a bodiless federation request that another service serves (the
         mediaapi's `/_matrix/federation/v1/media/*`): `uri` is the path and query as sent,

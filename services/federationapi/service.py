@@ -32,7 +32,7 @@ from .perform import MembershipPerformer
 from .routes import FederationRoutesContext, build_federation_router, build_key_router
 from .routes_membership import MembershipRoutesContext, build_membership_router
 from .storage.store import MIGRATIONS, FederationStore
-from .transactions import TransactionProcessor
+from .transactions import MissingEventsClient, TransactionProcessor
 
 # Responses say how long remote servers may cache our keys; re-signed on each request.
 KEY_RESPONSE_VALIDITY_MS = 24 * 3600 * 1000
@@ -50,9 +50,16 @@ class FederationInternal:
         # Set by FederationService when federation is enabled (client, keyring, roomserver).
         self.performer: MembershipPerformer | None = None
         self.auth: FederationAuth | None = None
+        self.missing_events: MissingEventsClient | None = None
 
     async def server_keys(self) -> dict[str, Any]:
         return self.own.response(int(time.time() * 1000))
+
+    async def get_missing_events(self, origin: str, room_id: str, earliest: list[str], latest: list[str],
+                                 limit: int, min_depth: int) -> list[dict[str, Any]]:
+        if self.missing_events is None:
+            return []
+        return await self.missing_events.get_missing_events(origin, room_id, earliest, latest, limit, min_depth)
 
     async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
         if self.auth is None:
@@ -157,6 +164,8 @@ class FederationService:
         publisher = LogPublisher(event_log.producer()) if event_log is not None else None
         self.transactions = TransactionProcessor(server_name, store, self.keyring, sink or UnsupportedPDUSink(),
                                                  room_version_of, publisher, acl_of=acl_of)
+        self.api.missing_events = MissingEventsClient()
+        self.api.missing_events.client, self.api.missing_events.transactions = client, self.transactions
         auth = FederationAuth(server_name, self.keyring)
         self.api.auth = auth
         self.routers.append(build_federation_router(FederationRoutesContext(

@@ -177,3 +177,50 @@ async def test_bad_signature_and_bad_hash(hs: Any, http: httpx.AsyncClient) -> N
     assert res[tampered.event_id] == {}
     row = await rs.store.get_event_row(tampered.event_id)
     assert row is not None and row.pdu["content"] == {}
+
+
+class GapServer:
+    """A federation client whose /get_missing_events answers with fixed PDUs."""
+
+    def __init__(self, pdus: list[dict[str, Any]]) -> None:
+        self.pdus = pdus
+        self.asked: list[tuple[str, str, Any]] = []
+
+    async def post_json(self, destination: str, path: str, content: Any, **kw: Any) -> Any:
+        self.asked.append((destination, path, content))
+        return {"events": self.pdus}
+
+
+async def test_gap_filled_through_get_missing_events(hs: Any, http: httpx.AsyncClient) -> None:
+    alice = await register(http, "alice")
+    r = await http.post("/_matrix/client/v3/createRoom", json={"preset": "public_chat", "room_version": "10"},
+                        headers=alice)
+    room_id = r.json()["room_id"]
+    rs = roomserver(hs)
+    remote = FakeRemote(rs.processor, room_id)
+    join = await remote.join(BOB)
+    assert (await fed_request(http, "PUT", "/_matrix/federation/v1/send/g1", {"pdus": [join.pdu]})).json() == \
+        {"pdus": {join.event_id: {}}}
+    state = {k: v[0] for k, v in (await rs.processor.room(room_id)).state.items()}
+    m1 = await remote.message(BOB, "one", prev=[join.event_id], depth=join.depth + 1, state=state)
+    m2 = await remote.message(BOB, "two", prev=[m1.event_id], depth=join.depth + 2, state=state)
+    forged = await FakeRemote(rs.processor, room_id, key=STRANGER_KEY).message(BOB, "forged", state=state)
+    m3 = await remote.message(BOB, "three", prev=[m2.event_id], depth=join.depth + 3, state=state)
+    gap = GapServer([m2.pdu, forged.pdu, m1.pdu])
+    fed = next(s for s in hs.services if type(s).__name__ == "FederationService")
+    # The federationapi's side (what the cluster's roomserver calls over the RPC): checked PDUs only.
+    fed.api.missing_events.client = gap
+    got = await fed.api.get_missing_events(REMOTE, room_id, [], [m3.event_id], 10, 0)
+    assert sorted(p["content"]["body"] for p in got) == ["one", "two"]
+    # The embedded roomserver's fetcher: the gap is filled when m3 arrives.
+    rs.processor.federated.fetcher.client = gap
+    r = await fed_request(http, "PUT", "/_matrix/federation/v1/send/g2", {"pdus": [m3.pdu]})
+    assert r.json() == {"pdus": {m3.event_id: {}}}
+    assert gap.asked[-1][0] == REMOTE and "get_missing_events" in gap.asked[-1][1]
+    assert gap.asked[-1][2]["latest_events"] == [m3.event_id]
+    for e in (m1, m2):
+        row = await rs.store.get_event_row(e.event_id)
+        assert row is not None and not row.rejected
+    assert await rs.store.get_event_row(forged.event_id) is None
+    await sync_until(http, alice, room_id, lambda tl: {"one", "two", "three"} <= {
+        e.get("content", {}).get("body") for e in tl})
