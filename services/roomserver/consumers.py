@@ -12,6 +12,7 @@ from libs.errors import bad_json
 from libs.log.api import Record, TopicPartition, partition_for
 from libs.log.reply import ReplySender
 from libs.log.runner import KeyedRunner
+from libs.storage.errors import DatabaseError
 
 from services.roomserver.input import RoomInputProcessor, error_result
 
@@ -26,9 +27,16 @@ def encode_input(kind: str, body: dict[str, Any], request_id: str) -> bytes:
 
 
 class InputConsumer:
-    def __init__(self, processor: RoomInputProcessor, replies: ReplySender) -> None:
+    """With a `relay`: when a room's batch fails on a database error, the commit may
+    have happened anyway (the connection died while COMMIT was under way), so its
+    outbox rows were never handed to the relay. Before that room's next attempt the
+    relay publishes the room's unsent rows: they go out, and before anything newer."""
+
+    def __init__(self, processor: RoomInputProcessor, replies: ReplySender, relay: Any = None) -> None:
         self.processor = processor
         self.replies = replies
+        self.relay = relay
+        self._unsure: set[str] = set()  # rooms whose last batch died on a database error
         # Running totals for /metrics: input records answered, by outcome ("ok"/"error").
         self.outcomes: dict[str, int] = {"ok": 0, "error": 0}
 
@@ -38,6 +46,18 @@ class InputConsumer:
     async def handle_batch(self, records: list[Record]) -> None:
         """Every queued record of one room: processed (and committed) together,
         then each one's reply."""
+        room_id = records[0].key if records else ""
+        if self.relay is not None and room_id in self._unsure:
+            await self.relay.publish_unsent(lambda r: r == room_id)
+            self._unsure.discard(room_id)
+        try:
+            await self._handle_batch(records)
+        except DatabaseError:
+            if self.relay is not None:
+                self._unsure.add(room_id)
+            raise
+
+    async def _handle_batch(self, records: list[Record]) -> None:
         items: list[tuple[str, dict[str, Any], str | None]] = []
         results: list[dict[str, Any] | None] = []
         for record in records:

@@ -7,11 +7,18 @@ marks them sent. On start it first publishes
 every row still unsent, so a crash between commit and publish re-publishes
 instead of losing; a crash between publish and mark publishes twice, which
 consumers absorb by deduplicating on event_id.
+
+Outages: a failed publish or mark (broker or database away) leaves the batch queued
+and is retried with backoff (capped at 5 s) until it goes through. As a safety net
+the relay also sweeps the outbox every ``sweep_interval_s``: a row found unsent in
+two sweeps in a row (so not merely in flight) that it was never handed is published
+(e.g. a commit whose success was never reported, or a replica that died).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -34,6 +41,7 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         prune_every: int = 10_000,
+        sweep_interval_s: float = 5.0,
     ) -> None:
         self.store = store
         self.producer = producer
@@ -48,6 +56,10 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._sent_since_prune = 0
         self.published = 0
+        self.sweep_interval_s = sweep_interval_s
+        self._next_sweep = time.monotonic() + sweep_interval_s
+        self._suspects: set[int] = set()  # unsent at the last sweep
+        self.swept = 0
 
     def notify(self, rows: list[OutboxRow]) -> None:
         """Rows just committed (in commit order)."""
@@ -118,13 +130,32 @@ class OutboxRelay:
             await self.wait_idle()
         return found
 
+    async def _sweep(self) -> None:
+        self._next_sweep = time.monotonic() + self.sweep_interval_s
+        try:
+            rows = await self.store.unsent_outbox(self.batch_size)
+        except Exception as e:  # (database away: the next sweep tries again)
+            log.debug("outbox sweep failed: %r", e)
+            return
+        stuck = [r for r in rows if r[0] in self._suspects and r[0] not in self._queued]
+        self._suspects = {r[0] for r in rows}
+        if stuck:
+            log.warning("outbox relay: %d committed rows were never handed over; publishing them", len(stuck))
+            self.swept += len(stuck)
+            self.notify(stuck)
+
     async def _run(self) -> None:
         backoff = 0.05
         while True:
+            if time.monotonic() >= self._next_sweep:
+                await self._sweep()
             if not self._queue:
                 self._idle.set()
                 self._wake.clear()
-                await self._wake.wait()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, self._next_sweep - time.monotonic()))
+                except asyncio.TimeoutError:
+                    pass
                 continue
             try:
                 await self._drain_once()

@@ -82,6 +82,7 @@ class RoomserverService:
         self.input = InputConsumer(
             self.processor,
             ReplySender(producer, local=replies if isinstance(replies, InProcessReplies) else None),
+            relay=self.relay if start_relay else None,
         )
         # Batches: every input queued for a room is committed in one transaction.
         self._runner_config = runner_config or RunnerConfig(max_in_flight=256, max_batch=100)
