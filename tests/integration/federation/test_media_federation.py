@@ -7,19 +7,22 @@ import io
 from urllib.parse import quote
 
 import httpx
+import pytest
 from PIL import Image
 
 from services.mediaapi.service import MediaService
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
 
 
 def media_service(fs) -> MediaService:
     return next(s for s in fs.hs.services if isinstance(s, MediaService))
 
 
-async def test_remote_media_is_fetched_over_federation_and_cached(two_servers) -> None:
-    hs1, hs2 = two_servers
-    alice = await hs1.register("alice")
-    bob = await hs2.register("bob")
+async def test_remote_media_is_fetched_over_federation_and_cached(shared_servers) -> None:
+    hs1, hs2 = shared_servers
+    alice = await hs1.register(None)
+    bob = await hs2.register(None)
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 10, 10)).save(buf, format="PNG")
     png = buf.getvalue()
@@ -54,9 +57,9 @@ async def test_remote_media_is_fetched_over_federation_and_cached(two_servers) -
     assert r.status_code == 401 and r.json()["errcode"] == "M_UNAUTHORIZED"
 
 
-async def test_federation_media_answer_is_multipart(two_servers) -> None:
-    hs1, hs2 = two_servers
-    alice = await hs1.register("alice")
+async def test_federation_media_answer_is_multipart(shared_servers) -> None:
+    hs1, hs2 = shared_servers
+    alice = await hs1.register(None)
     r = await hs1.http.post("/_matrix/media/v3/upload", content=b"hello",
                             headers={"Authorization": f"Bearer {alice.access_token}", "Content-Type": "text/plain"})
     media_id = r.json()["content_uri"].rsplit("/", 1)[1]
