@@ -221,18 +221,42 @@ class AppserviceService:
                         for s in registry.services if s.url is not None}
         self.consumer = OutputConsumer(event_log, registry, self.store, roomserver, self.pushers)
         self._protocol_cache: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
+        self._senders_task: asyncio.Task[None] | None = None
         self.routers: list[Any] = build_thirdparty_routers(self, auth) if auth is not None else []
         self.readiness_checks: list[Any] = []
 
-    async def start(self) -> None:
-        # Each AS's sender user exists from the start (it may act without registering).
-        for svc in self.registry.services:
-            if await self.userapi.get_account(svc.sender) is None:
+    async def _create_senders(self, services: list[AppService]) -> list[AppService]:
+        """Create the AS senders' accounts; returns those the userapi could not be asked
+        about (in the cluster it may not be up yet)."""
+        unreachable = []
+        for svc in services:
+            try:
+                exists = await self.userapi.get_account(svc.sender) is not None
+            except Exception as e:  # the userapi is not reachable (yet)
+                log.info("appservice %s: sender %s not checked yet: %s", svc.id, svc.sender, e)
+                unreachable.append(svc)
+                continue
+            if not exists:
                 localpart = svc.sender[1:].split(":", 1)[0]
                 try:
                     await self.userapi.create_account(localpart, None)
                 except Exception:  # a racing replica created it
                     log.info("appservice %s: sender %s not created", svc.id, svc.sender)
+        return unreachable
+
+    async def _retry_senders(self, pending: list[AppService]) -> None:
+        delay = 0.2
+        while pending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            pending = await self._create_senders(pending)
+
+    async def start(self) -> None:
+        # Each AS's sender user exists from the start (it may act without registering);
+        # when the userapi is not reachable yet (cluster start), keep trying in the background.
+        pending = await self._create_senders(list(self.registry.services))
+        if pending:
+            self._senders_task = asyncio.create_task(self._retry_senders(pending), name="appservice-senders")
         if not self.registry.services:
             return
         for p in self.pushers.values():
@@ -240,6 +264,10 @@ class AppserviceService:
         await self.consumer.start()
 
     async def stop(self) -> None:
+        if self._senders_task is not None:
+            self._senders_task.cancel()
+            await asyncio.gather(self._senders_task, return_exceptions=True)
+            self._senders_task = None
         await self.consumer.stop()
         for p in self.pushers.values():
             await p.stop()

@@ -94,3 +94,56 @@ async def test_federationapi_and_appservice_processes_are_fully_wired(tmp_path: 
                 await conn.execute(f'DROP SCHEMA IF EXISTS "w{tag}_{s}" CASCADE')
         finally:
             await conn.close()
+
+
+async def test_appservice_start_does_not_need_the_userapi_up(tmp_path: Path) -> None:
+    """In the cluster every process starts at once: the AS senders are created once the
+    userapi answers, in the background, instead of failing the start."""
+    import asyncio
+
+    from libs.config.loader import dev_config
+    from libs.config.model import DatabaseConfig
+    from libs.log import LogConfig, open_log
+    from libs.rpc import ServiceUnavailable
+    from libs.storage import open_database
+    from services.appservice.api import load_registry
+    from services.appservice.service import AppserviceService
+    from services.appservice.storage.store import MIGRATIONS as AS_MIGRATIONS
+
+    class LateUserapi:
+        def __init__(self) -> None:
+            self.down = 3
+            self.created: list[str] = []
+
+        async def get_account(self, user_id: str) -> Any:
+            if self.down:
+                self.down -= 1
+                raise ServiceUnavailable("userapi", "get_account", None)
+            return None
+
+        async def create_account(self, localpart: str, password: Any) -> Any:
+            self.created.append(localpart)
+
+    reg = tmp_path / "as.yaml"
+    reg.write_text(json.dumps({"id": "b", "url": None, "as_token": "at", "hs_token": "ht",
+                               "sender_localpart": "bot", "namespaces": {}}))
+    cfg = dev_config(str(tmp_path))
+    cfg.server_name = "test.local"
+    db = await open_database(DatabaseConfig(kind="sqlite", sqlite_dir=":memory:"), "appservice", AS_MIGRATIONS)
+    log_ = open_log(LogConfig(kind="embedded", path=str(tmp_path / "log.sqlite3"), fsync=False))
+    await log_.start()
+    ua = LateUserapi()
+    svc = AppserviceService(cfg, db, log_, registry=load_registry([str(reg)], "test.local"),
+                            roomserver=None, userapi=ua)  # type: ignore[arg-type]
+    try:
+        await svc.start()            # does not raise although the userapi is "down"
+        assert ua.created == []
+        for _ in range(100):
+            if ua.created:
+                break
+            await asyncio.sleep(0.05)
+        assert ua.created == ["bot"]
+    finally:
+        await svc.stop()
+        await log_.stop()
+        await db.close()
