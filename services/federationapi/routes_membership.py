@@ -57,6 +57,13 @@ async def _checked_membership_pdu(ctx: MembershipRoutesContext, origin: str, roo
                                   pdu: dict[str, Any], rv: RoomVersion, membership: str) -> dict[str, Any]:
     """The PDU of a send_join/send_leave/send_knock or invite, checked apart from auth."""
     pdu = federation_form(pdu, rv) if "event_id" in pdu and rv.event_format.name != "V1" else pdu
+    content = pdu.get("content")
+    if (membership == "join" and rv.restricted_join_rule and isinstance(content, dict)
+            and domain_of(content.get("join_authorised_via_users_server")) == ctx.server_name):
+        # A restricted join authorised by one of our users: the event needs our signature
+        # too (the roomserver's auth rules check that user may invite). The origin's
+        # signature is still checked below.
+        pdu = sign_event(dict(pdu), rv, ctx.server_name, ctx.signing_key)
     try:
         eid, pdu = await check_signed_pdu(ctx.keyring, pdu, rv)
     except PDUCheckError as e:

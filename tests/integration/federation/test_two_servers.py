@@ -237,3 +237,23 @@ async def test_join_rooms_of_other_versions(shared_servers, version):
     assert await hs2.roomserver.get_room_version(room_id) == version
     await hs2.matrix.send(bob, room_id, f"hello v{version}")
     await sync_seen(hs1, alice, lambda rs: any(f"hello v{version}" in timeline_bodies(r, room_id) for r in rs))
+
+
+async def test_restricted_join_authorised_by_the_resident_server(shared_servers):
+    hs1, hs2 = shared_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    space = await public_room(hs1, alice)
+    room_id = await hs1.create_room(alice, room_version="10", initial_state=[{
+        "type": "m.room.join_rules", "state_key": "",
+        "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}}])
+    # Not a member of the space yet: refused.
+    r = await hs2.http.post(f"/_matrix/client/v3/join/{quote(room_id, safe='')}?server_name={hs1.name}",
+                            json={}, headers=bob.headers)
+    assert r.status_code in (400, 403), r.text
+    assert r.json()["errcode"] in ("M_FORBIDDEN", "M_UNABLE_TO_AUTHORISE_JOIN")
+    await join_remote(hs2, bob, space, via=hs1.name)
+    assert await join_remote(hs2, bob, room_id, via=hs1.name) == room_id
+    m = await hs1.roomserver.get_membership(room_id, bob.user_id)
+    join = await hs1.roomserver.get_event(m.event_id)
+    assert join["content"]["join_authorised_via_users_server"] == alice.user_id
+    assert set(join["signatures"]) == {hs1.name, hs2.name}
