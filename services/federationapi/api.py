@@ -48,6 +48,10 @@ class FederationAPI(Protocol):
         roomserver's `MissingEventsFetcher` in the cluster); [] when federation is off."""
         ...
 
+    async def get_event_auth(self, origin: str, room_id: str, event_id: str) -> list[dict[str, Any]]:
+        """`GET /event_auth` at `origin`: the event's auth chain, each PDU checked; [] when off."""
+        ...
+
     async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
         """The origin of a bodiless federation request that another service serves (the
         mediaapi's `/_matrix/federation/v1/media/*`): `uri` is the path and query as sent,

@@ -61,6 +61,11 @@ class FederationInternal:
             return []
         return await self.missing_events.get_missing_events(origin, room_id, earliest, latest, limit, min_depth)
 
+    async def get_event_auth(self, origin: str, room_id: str, event_id: str) -> list[dict[str, Any]]:
+        if self.missing_events is None:
+            return []
+        return await self.missing_events.get_event_auth(origin, room_id, event_id)
+
     async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
         if self.auth is None:
             raise MatrixError(403, "M_FORBIDDEN", "Federation is disabled on this server")

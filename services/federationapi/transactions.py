@@ -343,6 +343,9 @@ class RoomserverPDUSink:
         return out
 
 
+MAX_AUTH_CHAIN = 1000
+
+
 class MissingEventsClient:
     """`MissingEventsFetcher` for the roomserver: `POST /get_missing_events` to the
     origin, each returned PDU checked like a /send PDU (format, signatures, hash).
@@ -361,11 +364,24 @@ class MissingEventsClient:
             origin, f"/_matrix/federation/v1/get_missing_events/{quote(room_id, safe='')}",
             {"earliest_events": earliest, "latest_events": latest, "limit": limit, "min_depth": min_depth})
         events = body.get("events") if isinstance(body, dict) else None
+        return await self._checked(room_id, events[:limit] if isinstance(events, list) else [])
+
+    async def get_event_auth(self, origin: str, room_id: str, event_id: str) -> list[dict[str, Any]]:
+        if self.client is None or self.transactions is None:
+            return []
+        body = await self.client.get_json(
+            origin, f"/_matrix/federation/v1/event_auth/{quote(room_id, safe='')}/{quote(event_id, safe='')}")
+        chain = body.get("auth_chain") if isinstance(body, dict) else None
+        return await self._checked(room_id, chain[:MAX_AUTH_CHAIN] if isinstance(chain, list) else [])
+
+    async def _checked(self, room_id: str, pdus: list[Any]) -> list[dict[str, Any]]:
+        """The PDUs of `room_id` that pass the /send checks (bad hash: redacted)."""
+        assert self.transactions is not None
         out: list[dict[str, Any]] = []
-        for p in events[:limit] if isinstance(events, list) else []:
-            if not isinstance(p, dict) or p.get("room_id") != room_id:
+        for p in pdus:
+            if not isinstance(p, dict) or (p.get("room_id") != room_id and p.get("type") != "m.room.create"):
                 continue
             _eid, ev, err = await self.transactions.check_pdu(p)
-            if ev is not None and err is None:
+            if ev is not None and err is None and ev.room_id == room_id:
                 out.append(ev.pdu)
         return out

@@ -116,6 +116,10 @@ class MissingEventsFetcher(Protocol):
     async def get_missing_events(self, origin: str, room_id: str, earliest: list[str], latest: list[str],
                                  limit: int, min_depth: int) -> list[dict[str, Any]]: ...
 
+    async def get_event_auth(self, origin: str, room_id: str, event_id: str) -> list[dict[str, Any]]:
+        """`GET /event_auth/{room_id}/{event_id}` at `origin`: the event's auth chain, checked."""
+        ...
+
 
 class RoomserverAPI(Protocol):
     # perform (each goes through the input log and waits for the commit)

@@ -62,6 +62,7 @@ MISSING_EVENTS_LIMIT = 10
 MISSING_EVENTS_TIMEOUT_S = 15.0
 # Gaps filled per input record (a transaction's PDUs of one room); later gaps use the known prevs.
 MAX_FETCHES_PER_INPUT = 2
+MAX_AUTH_FETCH = 1000  # events of one /event_auth answer
 CREATE_KEY = ("m.room.create", "")
 # A state: (type, state_key) -> (event_id, event_nid); nid 0 = written in this transaction.
 State = dict[tuple[str, str], tuple[str, int]]
@@ -124,6 +125,7 @@ class FederatedInput:
         self.store = proc.store
         self.fetcher = fetcher
         self._snapshots: OrderedDict[int, State] = OrderedDict()
+        self._fetch_budget = 0  # set per input record by `receive`
         self._max_snapshots = max_cached_snapshots
 
     # ---- states ---------------------------------------------------------------------
@@ -225,13 +227,10 @@ class FederatedInput:
                 results[ev.event_id] = None
                 events.append(ev)
         events.sort(key=lambda e: e.depth)
-        fetches = MAX_FETCHES_PER_INPUT  # the room's worker (and the /send answer) waits for each
+        self._fetch_budget = MAX_FETCHES_PER_INPUT  # the room's worker (and the /send answer) waits for each
         for ev in events:
             try:
-                fetch = fetches > 0 and self.fetcher is not None and not await self._prevs_known(ev)
-                if fetch:
-                    fetches -= 1
-                outcome = await self.process(room, rv, origin, ev, fetch_missing=fetch)
+                outcome = await self.process(room, rv, origin, ev, fetch_missing=True)
             except NotStoredError as e:
                 results[ev.event_id] = str(e)
                 continue
@@ -241,9 +240,11 @@ class FederatedInput:
                 results[ev.event_id] = outcome
         return {"results": results, "soft_failed": soft}
 
-    async def _prevs_known(self, ev: Event) -> bool:
-        prevs = list(dict.fromkeys(ev.prev_event_ids))
-        return len(await self.store.get_event_rows(prevs)) == len(prevs) if prevs else True
+    def _may_fetch(self, fetch_missing: bool) -> bool:
+        if not fetch_missing or self.fetcher is None or self._fetch_budget <= 0:
+            return False
+        self._fetch_budget -= 1
+        return True
 
     def _try_event_id(self, pdu: Any, room: RoomInfo | None) -> str | None:
         if not isinstance(pdu, dict):
@@ -291,9 +292,14 @@ class FederatedInput:
                 f"rejected: {ev.event_id} was rejected before" if existing.rejected else "accepted")
         if ev.type == "m.room.create":
             raise NotStoredError("the room already has a create event")
-        # Auth events: all must be known (fetching them is not done yet).
+        # Auth events: all must be known; missing ones are asked of the origin (its
+        # /event_auth of the event), stored as outliers once they pass their own checks.
         auth_rows = {a: rows[a] for a in auth_ids if a in rows}
         missing_auth = [a for a in auth_ids if a not in auth_rows]
+        if missing_auth and self._may_fetch(fetch_missing):
+            await self._fetch_auth(room, rv, origin, ev)
+            auth_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(auth_ids)))}
+            missing_auth = [a for a in auth_ids if a not in auth_rows]
         if missing_auth:
             raise NotStoredError(f"missing auth events: {', '.join(missing_auth[:5])}")
         auth_events = [Event(r.pdu, get_room_version(r.room_version), r.event_id) for r in auth_rows.values()]
@@ -306,7 +312,7 @@ class FederatedInput:
 
         # prev_events: fetch what we miss (bounded), then the state before the event.
         prev_rows = {p: rows[p] for p in prev_ids if p in rows}
-        if fetch_missing and self.fetcher is not None and any(p not in prev_rows for p in prev_ids):
+        if any(p not in prev_rows for p in prev_ids) and self._may_fetch(fetch_missing):
             await self._fetch_missing(room, rv, origin, ev)
             prev_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(prev_ids)))}
         with_state = [r for r in prev_rows.values()
@@ -366,6 +372,57 @@ class FederatedInput:
                 await self.process(room, rv, origin, m, fetch_missing=False)
             except NotStoredError as e:
                 log.info("missing event %s from %s not stored: %s", m.event_id, origin, e)
+
+    async def _fetch_auth(self, room: RoomInfo, rv: RoomVersion, origin: str, ev: Event) -> None:
+        get_event_auth = getattr(self.fetcher, "get_event_auth", None)
+        if get_event_auth is None:
+            return
+        try:
+            pdus = await asyncio.wait_for(get_event_auth(origin, room.room_id, ev.event_id), MISSING_EVENTS_TIMEOUT_S)
+        except Exception as e:  # the remote is down or hostile: the event stays unstored
+            log.info("event_auth from %s for %s failed: %s", origin, ev.event_id, e)
+            return
+        fetched: dict[str, Event] = {}
+        for p in pdus[:MAX_AUTH_FETCH] if isinstance(pdus, list) else []:
+            try:
+                e = self._parse(p, rv, room.room_id)
+            except NotStoredError as err:
+                log.info("dropping an auth event from %s: %s", origin, err)
+                continue
+            if e.type != "m.room.create":  # the room's create event is ours already
+                fetched[e.event_id] = e
+        await self.store_outliers(room, rv, fetched)
+
+    async def store_outliers(self, room: RoomInfo, rv: RoomVersion, events: dict[str, Event]) -> set[str]:
+        """Store `events` without state (before = after = 0), in auth order, each checked
+        against its own auth events (fetched here or stored); failures are stored rejected.
+        Returns the IDs rejected."""
+        already = {r.event_id for r in await self.store.get_event_rows(list(events))}
+        cited = {a for e in events.values() for a in e.full_auth_event_ids if a not in events}
+        stored = {r.event_id: r for r in await self.store.get_event_rows(sorted(cited))}
+        known: dict[str, Event] = {eid: Event(r.pdu, get_room_version(r.room_version), eid)
+                                   for eid, r in stored.items() if r.room_id == room.room_id}
+        rejected = {eid for eid, r in stored.items() if r.rejected}
+        batch = PersistBatch(room_nid=room.room_nid, events=[])
+        for e in self._auth_order(events):
+            reason: str | None = None
+            try:
+                if e.type == "m.room.create":
+                    check_auth_rules(e, {})
+                else:
+                    check_event_auth(e, [known[a] for a in e.full_auth_event_ids if a in known],
+                                     rejected_event_ids=rejected)
+            except AuthError as err:
+                reason = err.reason
+                rejected.add(e.event_id)
+            known[e.event_id] = e
+            if e.event_id not in already:
+                batch.events.append(await self._outlier_row(rv, e, reason))
+            if reason is None:
+                self.proc._cache_event(e)
+        if batch.events:
+            await self.store.persist(batch)
+        return rejected
 
     async def _commit(self, room: RoomInfo, rv: RoomVersion, ev: Event, before_ref: SnapshotRef | None,
                       before_state: State | None, rejection: str | None, *, soft_failed: bool = False) -> None:
@@ -501,28 +558,7 @@ class FederatedInput:
             room = await self.store.load_room(room_id)
             assert room is not None and result.room_nid
             self.proc._cache_room(room)
-        rejected: set[str] = set()
-        known: dict[str, Event] = {}
-        batch = PersistBatch(room_nid=room.room_nid, events=[])
-        already = {r.event_id for r in await self.store.get_event_rows(list(outliers))}
-        for e in self._auth_order(outliers):
-            reason: str | None = None
-            try:
-                if e.type == "m.room.create":
-                    check_auth_rules(e, {})
-                else:
-                    auths = [known[a] for a in e.full_auth_event_ids if a in known]
-                    check_event_auth(e, auths, rejected_event_ids=rejected)
-            except AuthError as err:
-                reason = err.reason
-                rejected.add(e.event_id)
-            known[e.event_id] = e
-            if e.event_id not in already:
-                batch.events.append(await self._outlier_row(rv, e, reason))
-            if reason is None:
-                self.proc._cache_event(e)
-        if batch.events:
-            await self.store.persist(batch)
+        await self.store_outliers(room, rv, outliers)
         # The state before the join: the resident server's state, minus what was rejected.
         before_state: State = {}
         state_ids = set()

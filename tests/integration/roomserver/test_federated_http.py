@@ -190,6 +190,10 @@ class GapServer:
         self.asked.append((destination, path, content))
         return {"events": self.pdus}
 
+    async def get_json(self, destination: str, path: str, query: Any = None, **kw: Any) -> Any:
+        self.asked.append((destination, path, None))
+        return {"auth_chain": self.pdus}
+
 
 async def test_gap_filled_through_get_missing_events(hs: Any, http: httpx.AsyncClient) -> None:
     alice = await register(http, "alice")
@@ -212,6 +216,9 @@ async def test_gap_filled_through_get_missing_events(hs: Any, http: httpx.AsyncC
     fed.api.missing_events.client = gap
     got = await fed.api.get_missing_events(REMOTE, room_id, [], [m3.event_id], 10, 0)
     assert sorted(p["content"]["body"] for p in got) == ["one", "two"]
+    chain = await fed.api.get_event_auth(REMOTE, room_id, m3.event_id)
+    assert sorted(p["content"]["body"] for p in chain) == ["one", "two"]
+    assert "/event_auth/" in gap.asked[-1][1]
     # The embedded roomserver's fetcher: the gap is filled when m3 arrives.
     rs.processor.federated.fetcher.client = gap
     r = await fed_request(http, "PUT", "/_matrix/federation/v1/send/g2", {"pdus": [m3.pdu]})

@@ -295,3 +295,48 @@ async def test_gap_fetches_are_bounded_per_input(processor: RoomInputProcessor, 
     res = await receive(processor, REMOTE, ROOM, *gappy)
     assert all(v is None for v in res["results"].values()) and len(res["results"]) == 5
     assert len(fetcher.calls) == 2  # MAX_FETCHES_PER_INPUT; the others use the prevs we have
+
+
+class AuthFetcher(GapFetcher):
+    def __init__(self, chain: list[Any]) -> None:
+        super().__init__([])
+        self.chain = chain
+        self.auth_calls: list[tuple[str, str, str]] = []
+
+    async def get_event_auth(self, origin: str, room_id: str, event_id: str) -> list[dict[str, Any]]:
+        self.auth_calls.append((origin, room_id, event_id))
+        return [e.pdu if hasattr(e, "pdu") else e for e in self.chain]
+
+
+async def test_missing_auth_events_are_fetched(processor: RoomInputProcessor, store) -> None:
+    remote = await joined_bob(processor)
+    room = await processor.room(ROOM)
+    state = {k: v[0] for k, v in room.state.items()}
+    # Bob renamed himself in a part of the DAG we never saw; his next message cites it.
+    rename = await remote.event("m.room.member", BOB, {"membership": "join", "displayname": "Bobby"},
+                                state_key=BOB)
+    m = await remote.message(BOB, "as bobby", prev=[rename.event_id], depth=rename.depth + 1,
+                             state={**state, ("m.room.member", BOB): rename.event_id})
+    fetcher = AuthFetcher([rename, "junk"])
+    processor.federated.fetcher = fetcher
+    res = await receive(processor, REMOTE, ROOM, m)
+    assert res["results"] == {m.event_id: None}
+    assert fetcher.auth_calls == [(REMOTE, ROOM, m.event_id)]
+    row = await store.get_event_row(rename.event_id)
+    assert row is not None and not row.rejected and row.after_snapshot_nid == 0  # an outlier
+
+
+async def test_fetched_auth_events_that_fail_their_checks(processor: RoomInputProcessor, store) -> None:
+    remote = await joined_bob(processor)
+    room = await processor.room(ROOM)
+    state = {k: v[0] for k, v in room.state.items()}
+    # A power-levels event by bob (power 0) that never passed anywhere, and a state event citing it.
+    pl = await remote.event("m.room.power_levels", BOB, {"users": {BOB: 100}}, state_key="")
+    name = await remote.event("m.room.name", BOB, {"name": "mine"}, state_key="", prev=[pl.event_id],
+                              depth=pl.depth + 1, state={**state, ("m.room.power_levels", ""): pl.event_id})
+    processor.federated.fetcher = AuthFetcher([pl])
+    res = await receive(processor, REMOTE, ROOM, name)
+    assert "rejected" in res["results"][name.event_id]
+    assert (await store.get_event_row(pl.event_id)).rejected
+    assert (await store.get_event_row(name.event_id)).rejected
+    assert ("m.room.name", "") not in (await processor.room(ROOM)).state
