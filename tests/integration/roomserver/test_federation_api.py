@@ -276,3 +276,32 @@ async def test_invite_rejected_through_the_remote(svc: RoomserverService, remote
     assert out[-1]["event"]["event_id"] == leave_id and out[-1]["state_added"] == [leave_id]
     with pytest.raises(MatrixError):
         await api.store_invite("10", leave, [])  # store_invite takes invites only
+
+
+@pytest.mark.parametrize("version", ["1", "3", "12"])
+async def test_inbound_join_and_message_in_other_room_versions(svc: RoomserverService, version: str) -> None:
+    from libs.events.builder import build_event
+
+    api = svc.api
+    rv = get_room_version(version)
+    rid = await api.create_room(CreateRoomRequest(creator=ALICE, room_version=version, preset="public_chat"))
+    _v, template = await api.make_membership_event(rid, BOB, "join", [version])
+    if rv.event_format.name == "V1":
+        template = dict(template, event_id=f"$join1:{REMOTE}")
+    join = add_hashes_and_signature(dict(template), rv, REMOTE, REMOTE_KEY)
+    join_id = template["event_id"] if "event_id" in template else compute_event_id(join, rv)
+    resp = await api.receive_membership_pdu(REMOTE, rid, join, "join")
+    assert any(p["type"] == "m.room.create" for p in resp.state + resp.auth_chain) or rv.hydra
+    assert (await api.get_membership(rid, BOB)).membership == "join"
+    state = await api.get_current_state(rid)
+    keys = [("m.room.power_levels", ""), ("m.room.member", BOB)] + ([] if rv.hydra else [("m.room.create", "")])
+    auth = [state[k]["event_id"] for k in keys]
+    refs: dict[str, dict[str, str]] = {}
+    msg = build_event(rv, type="m.room.message", sender=BOB, room_id=rid, content={"body": "hi"},
+                      prev_events=[join_id], auth_events=auth, depth=template["depth"] + 1,
+                      origin_server_ts=template["origin_server_ts"] + 1, server_name=REMOTE, signing_key=REMOTE_KEY,
+                      event_id=f"$msg1:{REMOTE}" if rv.event_format.name == "V1" else None,
+                      reference_hashes=refs)
+    r = await api.receive_federated_pdus(REMOTE, rid, [msg.pdu])
+    assert r.results == {msg.event_id: None}
+    assert (await api.get_event(msg.event_id))["content"] == {"body": "hi"}
