@@ -114,6 +114,10 @@ async def test_join_by_alias(shared_servers):
     alias = f"#lobby:{hs1.name}"
     assert await join_remote(hs2, bob, alias) == room_id
     await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, bob.user_id, "join") for r in rs))
+    # hs2 is in the room now: a second user's join is an ordinary local event, sent over /send.
+    carol = await hs2.register("carol")
+    assert await join_remote(hs2, carol, alias) == room_id
+    await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, carol.user_id, "join") for r in rs))
     # An unknown remote alias is a 404.
     r = await hs2.http.post(f"/_matrix/client/v3/join/{quote('#nope:' + hs1.name, safe='')}", json={},
                             headers=bob.headers)
