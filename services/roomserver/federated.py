@@ -126,6 +126,7 @@ class FederatedInput:
         self.fetcher = fetcher
         self._snapshots: OrderedDict[int, State] = OrderedDict()
         self._fetch_budget = 0  # set per input record by `receive`
+        self._infos: dict[int, SnapshotInfo] = {}  # snapshots never change
         self._max_snapshots = max_cached_snapshots
 
     # ---- states ---------------------------------------------------------------------
@@ -144,6 +145,15 @@ class FederatedInput:
         while len(self._snapshots) > self._max_snapshots:
             self._snapshots.popitem(last=False)
         return state
+
+    async def _snapshot_info(self, snapshot_nid: int) -> SnapshotInfo:
+        info = self._infos.get(snapshot_nid)
+        if info is None:
+            info = await self.store.snapshot_info(snapshot_nid)
+            if len(self._infos) >= 4 * self._max_snapshots:
+                self._infos.clear()
+            self._infos[snapshot_nid] = info
+        return info
 
     async def _nid_state(self, state: State) -> NidState:
         types = await self.store.intern_types({t for t, _ in state})
@@ -327,13 +337,13 @@ class FederatedInput:
         elif len(with_state) == 1:
             r = with_state[0]
             before_state = await self.snapshot_state(r.after_snapshot_nid)
-            before_ref = await self.store.snapshot_info(r.after_snapshot_nid)
+            before_ref = await self._snapshot_info(r.after_snapshot_nid)
         else:
             states = [await self.snapshot_state(r.after_snapshot_nid) for r in with_state]
             before_state = await self._resolve(rv, states)
             first = with_state[0]
             before_ref = await self._snapshot_for(
-                room, before_state, (await self.store.snapshot_info(first.after_snapshot_nid), states[0]))
+                room, before_state, (await self._snapshot_info(first.after_snapshot_nid), states[0]))
         try:
             check_auth_rules(ev, await self._auth_state(ev, before_state))
         except AuthError as e:
