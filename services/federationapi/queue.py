@@ -2,7 +2,10 @@
 
 Whoever has something for remote servers calls `enqueue_pdu` / `enqueue_edu`; the rows
 are committed in `outbound_queue`. Each replica runs the workers of the destinations
-it owns (`partition_for(destination, shard_count) == shard_index`); a worker sends
+it owns (`partition_for(destination, shard_count) == shard_index`), and a worker runs
+only while it holds the destination's lease in `destinations` (renewed on every round,
+released when idle; a dead replica's lease expires after LEASE_MS), so replicas with
+the same shard settings (a Deployment's) never send to one destination twice; a worker sends
 transactions of up to 50 PDUs and 100 EDUs, oldest first, deletes them once the
 destination answered 200, and otherwise backs off exponentially (persisted in
 `destinations`, so a restart keeps the backoff). Catch-up: when a destination comes
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any, Callable
 
 from libs.config.model import FederationConfig
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_PDUS_PER_TXN = 50
 MAX_EDUS_PER_TXN = 100
+LEASE_MS = 120_000
 
 
 def _now_ms() -> int:
@@ -36,8 +41,10 @@ def _now_ms() -> int:
 
 class OutboundQueue:
     def __init__(self, server_name: str, store: FederationStore, client: Any, cfg: FederationConfig, *,
-                 clock_ms: Callable[[], int] = _now_ms, poll_interval_s: float = 5.0) -> None:
+                 clock_ms: Callable[[], int] = _now_ms, poll_interval_s: float = 5.0,
+                 instance_id: str | None = None) -> None:
         self.server_name = server_name
+        self.instance_id = instance_id or uuid.uuid4().hex
         self.store = store
         self.client = client
         self.cfg = cfg
@@ -82,12 +89,18 @@ class OutboundQueue:
 
     async def stop(self) -> None:
         self._stopping = True
+        held = list(self._workers)
         tasks = [t for t in [self._scanner, *self._workers.values()] if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
         self._scanner = None
+        for d in held:  # let another replica take over at once
+            try:
+                await self.store.release_destination(d, self.instance_id)
+            except Exception as e:
+                log.info("releasing %s failed: %s", d, e)
 
     async def _scan_loop(self) -> None:
         # Rows enqueued by other replicas (or before a restart) are found by polling.
@@ -119,6 +132,10 @@ class OutboundQueue:
         while not self._stopping:
             wake.clear()
             try:
+                now = self.clock_ms()
+                if not await self.store.claim_destination(destination, self.instance_id, now, now + LEASE_MS):
+                    self._workers.pop(destination, None)
+                    return  # another replica sends to it; the scanner looks again later
                 more = await self.send_once(destination)
             except asyncio.CancelledError:
                 raise
@@ -131,6 +148,7 @@ class OutboundQueue:
             delay = max(0.0, (state.retry_until_ts - self.clock_ms()) / 1000)
             if delay <= 0 and not await self._has_pending(destination):
                 self._workers.pop(destination, None)
+                await self.store.release_destination(destination, self.instance_id)
                 return  # idle: a new enqueue or the scanner starts a new worker
             try:
                 await asyncio.wait_for(wake.wait(), timeout=delay if delay > 0 else self.poll_interval_s)

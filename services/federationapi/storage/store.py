@@ -155,6 +155,22 @@ class FederationStore:
             return DestinationState(destination, 0, 0, None)
         return DestinationState(row["destination"], row["retry_count"], row["retry_until_ts"], row["last_success_ts"])
 
+    async def claim_destination(self, destination: str, owner: str, now_ms: int, lease_until_ts: int) -> bool:
+        """Take (or renew) the lease on sending to `destination`; False while another
+        owner's lease runs."""
+        row = await self.db.fetchrow(
+            "INSERT INTO destinations (destination, owner, lease_until_ts) VALUES ($1, $2, $3) "
+            "ON CONFLICT (destination) DO UPDATE SET owner = excluded.owner, lease_until_ts = excluded.lease_until_ts "
+            "WHERE destinations.owner IS NULL OR destinations.owner = excluded.owner "
+            "OR destinations.lease_until_ts < $4 RETURNING destination",
+            destination, owner, lease_until_ts, now_ms)
+        return row is not None
+
+    async def release_destination(self, destination: str, owner: str) -> None:
+        await self.db.execute(
+            "UPDATE destinations SET owner = NULL, lease_until_ts = 0 WHERE destination = $1 AND owner = $2",
+            destination, owner)
+
     async def set_destination(self, destination: str, retry_count: int, retry_until_ts: int,
                               last_success_ts: int | None, last_error: str | None) -> None:
         await self.db.execute(

@@ -179,3 +179,45 @@ async def test_sharding_by_destination(fed_store):
     owned0 = {n for n in names if q0.owns(n)}
     owned1 = {n for n in names if q1.owns(n)}
     assert owned0 and owned1 and not owned0 & owned1 and owned0 | owned1 == set(names)
+
+
+async def test_replicas_with_the_same_shard_never_send_to_one_destination_twice(fed_store):
+    """Two queues over one store (two replicas of a Deployment, same shard settings):
+    the destination's lease lets one of them send; the other takes over once it stops."""
+    class SlowRemote:
+        def __init__(self):
+            self.sent: list[tuple[str, str]] = []
+
+        async def put_json(self, destination, path, body, **kw):
+            await asyncio.sleep(0.05)
+            self.sent.append((destination, path))
+            return {}
+
+    remote = SlowRemote()
+    cfg = FederationConfig()
+    qa = OutboundQueue("us.test", fed_store, remote, cfg, poll_interval_s=0.05, instance_id="a")
+    qb = OutboundQueue("us.test", fed_store, remote, cfg, poll_interval_s=0.05, instance_id="b")
+    await qa.start()
+    await qb.start()
+    try:
+        for i in range(6):
+            q = qa if i % 2 else qb
+            await q.enqueue_edu(["far.test"], "m.typing", {"n": i})
+            await asyncio.sleep(0.03)
+        for _ in range(200):
+            if await fed_store.count_pending("far.test", "edu") == 0 and not qa._workers and not qb._workers:
+                break
+            await asyncio.sleep(0.02)
+        assert await fed_store.count_pending("far.test", "edu") == 0
+        paths = [p for _, p in remote.sent]
+        assert len(paths) == len(set(paths)), paths   # no transaction sent twice
+        # a held lease keeps the other replica out; a released one lets it in
+        now = qa.clock_ms()
+        assert await fed_store.claim_destination("far.test", "a", now, now + 60_000)
+        assert not await fed_store.claim_destination("far.test", "b", now, now + 60_000)
+        assert await fed_store.claim_destination("far.test", "b", now + 61_000, now + 120_000)  # expired
+        await fed_store.release_destination("far.test", "b")
+        assert await fed_store.claim_destination("far.test", "a", now, now + 60_000)
+    finally:
+        await qa.stop()
+        await qb.stop()
