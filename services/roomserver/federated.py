@@ -33,7 +33,14 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from libs.errors import MatrixError, bad_json, forbidden, not_found
-from libs.events.auth import AuthError, auth_types_for_event, check_auth_rules, check_event_auth
+from libs.events.auth import (
+    AuthError,
+    auth_types_for_event,
+    check_auth_rules,
+    check_event_auth,
+    get_named_level,
+    get_user_power_level,
+)
 from libs.events.canonical_json import encode_canonical_json
 from libs.events.event import Event
 from libs.events.hashes import compute_event_id
@@ -355,8 +362,23 @@ class FederatedInput:
         except AuthError as e:
             log.info("soft-failing %s from %s: %s", ev.event_id, origin, e.reason)
             soft_failed = True
-        await self._commit(room, rv, ev, before_ref, before_state, None, soft_failed=soft_failed)
+        deliver = soft_failed or await self._redaction_may_apply(room, ev)
+        await self._commit(room, rv, ev, before_ref, before_state, None, soft_failed=soft_failed,
+                           deliver=deliver)
         return "soft_failed" if soft_failed else "accepted"
+
+    async def _redaction_may_apply(self, room: RoomInfo, ev: Event) -> bool:
+        """v3+ auth rules accept every redaction; whether it takes effect is ours to say
+        (spec: the sender has the redact level, or the target's sender is of the same
+        server). One that may not is kept in the DAG but never delivered (consumers
+        would apply it)."""
+        if ev.type != "m.room.redaction" or ev.room_version.event_format is EventFormat.V1:
+            return True
+        state = await self._auth_state(ev, room.state)
+        if get_user_power_level(ev.sender, state) >= get_named_level(state, "redact"):
+            return True
+        target = await self.proc._event(ev.redacts) if ev.redacts else None
+        return target is not None and target.room_id == ev.room_id and target.origin == ev.origin
 
     async def _fetch_missing(self, room: RoomInfo, rv: RoomVersion, origin: str, ev: Event) -> None:
         assert self.fetcher is not None
@@ -435,7 +457,8 @@ class FederatedInput:
         return rejected
 
     async def _commit(self, room: RoomInfo, rv: RoomVersion, ev: Event, before_ref: SnapshotRef | None,
-                      before_state: State | None, rejection: str | None, *, soft_failed: bool = False) -> None:
+                      before_state: State | None, rejection: str | None, *, soft_failed: bool = False,
+                      deliver: bool = True) -> None:
         type_nid = (await self.store.intern_types([ev.type]))[ev.type]
         sk = ev.state_key
         sk_nid = (await self.store.intern_state_keys([sk]))[sk] if sk is not None else None
@@ -461,7 +484,8 @@ class FederatedInput:
                     await self._advance_current(room, rv, ev, after, after_state, batch, added, removed)
                 output = OutputNewEvent(
                     event=_pdu_for_output(ev), room_version=rv.identifier, state_added=added,
-                    state_removed=removed, soft_failed=soft_failed, last_sent_event_id=room.last_sent_event_id,
+                    state_removed=removed, soft_failed=soft_failed or not deliver,
+                    last_sent_event_id=room.last_sent_event_id,
                 )
                 room.last_sent_event_id = ev.event_id
                 batch.last_sent_event_id = ev.event_id

@@ -340,3 +340,35 @@ async def test_fetched_auth_events_that_fail_their_checks(processor: RoomInputPr
     assert (await store.get_event_row(pl.event_id)).rejected
     assert (await store.get_event_row(name.event_id)).rejected
     assert ("m.room.name", "") not in (await processor.room(ROOM)).state
+
+
+async def test_redactions_that_may_not_take_effect_are_not_delivered(processor: RoomInputProcessor, store) -> None:
+    import json
+
+    sent: list[Any] = []
+    remote = await joined_bob(processor)
+    processor.on_committed = sent.extend
+    alice_msg = await processor.send(NewEventRequest(room_id=ROOM, type="m.room.message", sender=ALICE,
+                                                     content={"body": "mine"}))
+    bob_msg = await remote.message(BOB, "oops")
+    await receive(processor, REMOTE, ROOM, bob_msg)
+    # Bob (power 0) redacting alice's message: allowed by the v3+ auth rules, but it must not apply.
+    from libs.events.builder import build_event
+
+    room = await processor.room(ROOM)
+    auth = [room.state[k][0] for k in (("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", BOB))]
+
+    def redaction(target: str, n: int) -> Any:
+        return build_event(remote.rv, type="m.room.redaction", sender=BOB, room_id=ROOM, content={},
+                           prev_events=list(room.extremities), auth_events=auth, depth=100 + n,
+                           origin_server_ts=n, server_name=REMOTE, signing_key=remote.key, redacts=target)
+
+    bad, own = redaction(alice_msg, 1), redaction(bob_msg.event_id, 2)
+    res = await receive(processor, REMOTE, ROOM, bad)
+    assert res == {"results": {bad.event_id: None}, "soft_failed": []}
+    rec = json.loads(sent[-1][3])
+    assert rec["event"]["event_id"] == bad.event_id and rec["soft_failed"] is True  # consumers drop it
+    assert not (await store.get_event_row(bad.event_id)).soft_failed
+    res = await receive(processor, REMOTE, ROOM, own)
+    rec = json.loads(sent[-1][3])
+    assert rec["event"]["event_id"] == own.event_id and rec["soft_failed"] is False
