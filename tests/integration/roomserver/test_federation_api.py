@@ -305,3 +305,24 @@ async def test_inbound_join_and_message_in_other_room_versions(svc: RoomserverSe
     r = await api.receive_federated_pdus(REMOTE, rid, [msg.pdu])
     assert r.results == {msg.event_id: None}
     assert (await api.get_event(msg.event_id))["content"] == {"body": "hi"}
+
+
+async def test_restricted_join_is_authorised_by_a_local_user(svc: RoomserverService) -> None:
+    api = svc.api
+    space = await api.create_room(CreateRoomRequest(creator=ALICE, room_version="10", preset="public_chat"))
+    _v, t = await api.make_membership_event(space, BOB, "join")
+    await api.receive_membership_pdu(REMOTE, space, sign_template(t, REMOTE, REMOTE_KEY)[0], "join")
+    rid = await api.create_room(CreateRoomRequest(creator=ALICE, room_version="10", preset="private_chat"))
+    await api.send_event(NewEventRequest(room_id=rid, type="m.room.join_rules", sender=ALICE, state_key="",
+                                         content={"join_rule": "restricted",
+                                                  "allow": [{"type": "m.room_membership", "room_id": space}]}))
+    with pytest.raises(MatrixError) as ei:
+        await api.make_membership_event(rid, f"@dave:{REMOTE}", "join")
+    assert ei.value.errcode == "M_UNABLE_TO_AUTHORISE_JOIN"
+    _v, t = await api.make_membership_event(rid, BOB, "join")
+    assert t["content"]["join_authorised_via_users_server"] == ALICE
+    join, join_id = sign_template(t, REMOTE, REMOTE_KEY)
+    await api.receive_membership_pdu(REMOTE, rid, join, "join")
+    assert (await api.get_membership(rid, BOB)).membership == "join"
+    stored = (await api.get_pdu(join_id))[1]
+    assert set(stored["signatures"]) == {REMOTE, SERVER}  # ours added as the authorising server
