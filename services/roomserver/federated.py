@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MISSING_EVENTS_LIMIT = 10
-MISSING_EVENTS_TIMEOUT_S = 15.0
+MISSING_EVENTS_TIMEOUT_S = 10.0
 # Gaps filled per input record (a transaction's PDUs of one room); later gaps use the known prevs.
 MAX_FETCHES_PER_INPUT = 2
 MAX_AUTH_FETCH = 1000  # events of one /event_auth answer

@@ -208,14 +208,16 @@ async def test_hostile_pdus_do_not_affect_the_others(processor: RoomInputProcess
     wrong_room = await remote.message(BOB, "elsewhere")
     wrong_room_pdu = dict(wrong_room.pdu, room_id="!other:test.local")
     fake_id = dict(good.pdu, event_id="$i-am-someone-else")
+    second_create = await remote.event("m.room.create", BOB, {"room_version": "10"}, state_key="", auth=[])
     res = await receive(processor, REMOTE, ROOM, good, missing_auth, bad_depth, many_prevs, wrong_room_pdu,
-                        "not a dict", fake_id)  # type: ignore[arg-type]
+                        "not a dict", fake_id, second_create)  # type: ignore[arg-type]
     r = res["results"]
     assert r[good.event_id] is None
     assert "missing auth events" in r[missing_auth.event_id]
     assert await store.get_event_row(missing_auth.event_id) is None
     bad = [k for k, v in r.items() if v is not None and k != missing_auth.event_id]
-    assert len(bad) == 3  # depth, prev_events, room: not stored
+    assert len(bad) == 4  # depth, prev_events, room, a second create: not stored
+    assert "create" in r[second_create.event_id]
     for eid in bad:
         assert await store.get_event_row(eid) is None
     # The PDU's own event_id is ignored: it is the good event again (v3+ IDs are hashes).
