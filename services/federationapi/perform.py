@@ -16,6 +16,7 @@ other servers, and the checks shared with the inbound routes (routes_membership.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -31,7 +32,8 @@ from libs.events.limits import EventFormatError, check_pdu_format
 from libs.events.redaction import redact
 from libs.events.room_versions import ROOM_VERSIONS, EventFormat, RoomVersion, UnsupportedRoomVersion, \
     get_room_version
-from libs.events.signing import SignatureError, SigningKey, check_event_hash, verify_event_signatures
+from libs.events.signing import (SignatureError, SigningKey, VerifyKey, check_event_hash, required_signers,
+                                 verify_event_signatures, verify_events_batch)
 from services.roomserver.api import RoomserverAPI
 
 from .client import FederationClient, FederationError, FederationHTTPError
@@ -99,6 +101,67 @@ async def check_signed_pdu(keyring: KeyRing, pdu: Any, version: RoomVersion, *,
             raise PDUCheckError("M_BAD_JSON", f"content hash mismatch for {event_id}")
         pdu = redact(pdu, version)
     return event_id, pdu
+
+
+async def check_signed_pdus(keyring: KeyRing, pdus: list[Any], version: RoomVersion
+                            ) -> list[tuple[str, dict[str, Any]] | PDUCheckError]:
+    """`check_signed_pdu(..., redact_bad_hash=True)` for many PDUs (a send_join answer):
+    keys looked up once per server, the ed25519 checks in worker threads. A PDU that
+    fails the batch is checked again alone (keys at its own timestamp), so the
+    answer for each PDU is the per-event one."""
+    out: list[tuple[str, dict[str, Any]] | PDUCheckError | None] = [None] * len(pdus)
+    todo: list[int] = []
+    first: dict[str, int] = {}   # event ID -> index of its first copy (copies are checked once)
+    copies: list[tuple[int, int]] = []
+    wanted: dict[str, tuple[set[str], int | None]] = {}
+    for i, pdu in enumerate(pdus):
+        try:
+            check_pdu_format(pdu, version)
+            eid = event_id_for(pdu, version)
+            signers = required_signers(pdu, version)
+        except EventFormatError as e:
+            out[i] = PDUCheckError(e.errcode, str(e))
+            continue
+        except PDUCheckError as e:
+            out[i] = e
+            continue
+        except SignatureError as e:
+            out[i] = PDUCheckError("M_FORBIDDEN", f"signature check failed: {e}")
+            continue
+        if eid in first and pdus[first[eid]] == pdu:
+            copies.append((i, first[eid]))
+            continue
+        first.setdefault(eid, i)
+        out[i] = (eid, pdu)
+        todo.append(i)
+        sigs = pdu.get("signatures")
+        ts = pdu.get("origin_server_ts") if version.enforce_key_validity else None
+        for server in signers:
+            entry = sigs.get(server) if isinstance(sigs, dict) else None
+            kids, latest = wanted.setdefault(server, (set(), None))
+            if isinstance(entry, dict):
+                kids.update(k for k in list(entry)[:8] if isinstance(k, str) and k.startswith("ed25519:"))
+            if isinstance(ts, int) and not isinstance(ts, bool):
+                wanted[server] = (kids, ts if latest is None else max(latest, ts))
+    keys: dict[str, dict[str, VerifyKey]] = {}
+    for server, (kids, latest) in wanted.items():
+        if kids:
+            keys[server] = await keyring.get_verify_keys(server, sorted(kids), at_ts=latest)
+    batch = [pdus[i] for i in todo]
+    errors = await asyncio.to_thread(verify_events_batch, batch, version, keys) if batch else []
+    for i, err in zip(todo, errors):
+        if err is not None:
+            try:  # keys at this event's own time (rotations, refetches)
+                out[i] = await check_signed_pdu(keyring, pdus[i], version, redact_bad_hash=True)
+            except PDUCheckError as e:
+                out[i] = e
+            continue
+        eid, pdu = out[i]  # type: ignore[misc]
+        if not check_event_hash(pdu, version):
+            out[i] = (eid, redact(pdu, version))
+    for i, j in copies:
+        out[i] = out[j]
+    return [r if r is not None else PDUCheckError("M_UNKNOWN", "not checked") for r in out]
 
 
 def stripped_state(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -218,40 +281,24 @@ class MembershipPerformer:
         except (EventFormatError, ValueError, TypeError) as e:
             raise MatrixError(502, "M_UNKNOWN", f"cannot build the event from the template: {e}") from None
 
-    async def _verify_events(self, rv: RoomVersion, pdus: Any, what: str) -> dict[str, Event]:
-        """Checked events of a send_join answer by ID. Events with a bad signature or
-        format are dropped; a bad hash redacts the event (as for any received PDU)."""
-        if not isinstance(pdus, list):
-            raise MatrixError(502, "M_UNKNOWN", f"send_join answer without {what}")
-        out: dict[str, Event] = {}
-        for pdu in pdus:
-            try:
-                eid, checked = await check_signed_pdu(self.keyring, pdu, rv, redact_bad_hash=True)
-            except PDUCheckError as e:
-                log.warning("dropping an event of a send_join answer: %s", e)
+    async def _verify_events(self, rv: RoomVersion, resp: Mapping[str, Any]) -> tuple[dict[str, Event], dict[str, Event]]:
+        """Checked (state, auth_chain) events of a send_join answer by ID, each event checked
+        once. Events with a bad signature or format are dropped; a bad hash redacts the
+        event (as for any received PDU)."""
+        state_in, chain_in = resp.get("state"), resp.get("auth_chain")
+        if not isinstance(state_in, list) or not isinstance(chain_in, list):
+            raise MatrixError(502, "M_UNKNOWN", "send_join answer without state or auth_chain")
+        results = await check_signed_pdus(self.keyring, [*state_in, *chain_in], rv)
+        state: dict[str, Event] = {}
+        chain: dict[str, Event] = {}
+        for n, r in enumerate(results):
+            if isinstance(r, PDUCheckError):
+                log.warning("dropping an event of a send_join answer: %s", r)
                 continue
-            out[eid] = Event(checked, rv, event_id=eid)
-        return out
-
-    # ---- aliases ------------------------------------------------------------------------
-    async def query_room_alias(self, alias: str) -> tuple[str, list[str]]:
-        server = domain_of(alias)
-        if not alias.startswith("#") or server is None:
-            raise MatrixError(400, "M_INVALID_PARAM", "Not a room alias")
-        try:
-            resp = await self.client.get_json(server, f"{FED_V1}/query/directory", {"room_alias": alias})
-        except FederationHTTPError as e:
-            if e.status == 404:
-                raise not_found("Room alias not found") from None
-            raise _http_error_to_matrix(e) from None
-        except FederationError as e:
-            raise MatrixError(502, "M_UNKNOWN", f"cannot reach {server}: {e}") from None
-        room_id = resp.get("room_id") if isinstance(resp, dict) else None
-        if not isinstance(room_id, str) or not room_id.startswith("!"):
-            raise MatrixError(502, "M_UNKNOWN", "bad directory answer")
-        raw = resp.get("servers")
-        servers = [s for s in raw if isinstance(s, str)][:MAX_SERVERS_TRIED] if isinstance(raw, list) else []
-        return room_id, servers or [server]
+            eid, checked = r
+            target = state if n < len(state_in) else chain
+            target[eid] = Event(checked, rv, event_id=eid)
+        return state, chain
 
     # ---- join ---------------------------------------------------------------------------
     async def perform_join(self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]) -> str:
@@ -289,8 +336,7 @@ class MembershipPerformer:
             join_id, join_pdu = await check_signed_pdu(self.keyring, join_pdu, rv)
         except PDUCheckError as e:
             raise MatrixError(502, "M_UNKNOWN", f"our join event does not verify: {e.error}") from None
-        state = await self._verify_events(rv, resp.get("state"), "state")
-        chain = await self._verify_events(rv, resp.get("auth_chain"), "auth_chain")
+        state, chain = await self._verify_events(rv, resp)
         every = {**chain, **state}
         for eid, e in every.items():
             if e.room_id != room_id:
