@@ -347,7 +347,11 @@ class FederatedInput:
             before_ref = await self._snapshot_info(r.after_snapshot_nid)
         else:
             states = [await self.snapshot_state(r.after_snapshot_nid) for r in with_state]
-            before_state = await self._resolve(rv, states)
+            try:
+                before_state = await self._resolve(rv, states)
+            except RejectedError as e:
+                await self._commit(room, rv, ev, None, None, str(e))
+                return f"rejected: {e}"
             first = with_state[0]
             before_ref = await self._snapshot_for(
                 room, before_state, (await self._snapshot_info(first.after_snapshot_nid), states[0]))
@@ -508,10 +512,13 @@ class FederatedInput:
         """Forward extremities and current state after accepting `ev`."""
         prevs = set(ev.prev_event_ids)
         child_of_all = set(room.extremities) <= prevs
-        if child_of_all:
-            new_state = after_state
-        else:
-            new_state = await self._resolve(rv, [dict(room.state), after_state])
+        new_state = after_state
+        if not child_of_all:
+            try:
+                new_state = await self._resolve(rv, [dict(room.state), after_state])
+            except RejectedError as e:  # malformed state sets: cannot happen with our own snapshots
+                log.error("resolving the current state of %s failed: %s", room.room_id, e)
+                child_of_all = True
         for pid in ev.prev_event_ids:
             room.extremities.pop(pid, None)
         room.extremities[ev.event_id] = (0, ev.depth)
