@@ -207,6 +207,8 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
 
         routers: list[Any] = []
         checks: dict[str, Callable[[], Awaitable[Any]]] = {}
+        if proc.log is not None and hasattr(proc.log, "ping"):
+            checks["log"] = proc.log.ping  # not ready while no broker answers (KafkaLog)
         impl: Any = None
         if name == "roomserver":
             from services.roomserver.service import RoomserverService

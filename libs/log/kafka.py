@@ -123,6 +123,16 @@ class KafkaLog(EventLog):
         if admin is not None:
             await admin.close()
 
+    async def ping(self, timeout_s: float = 3.0) -> None:
+        """Raise LogError unless a broker answers a metadata request (for /ready)."""
+        producer = self._require()
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise LogError(f"no broker answered within {timeout_s:.0f}s") from exc
+        except KafkaError as exc:
+            raise LogError(f"no broker reachable: {exc!r}") from exc
+
     def _require(self) -> AIOKafkaProducer:
         if self._producer is None:
             raise LogClosedError("kafka log is not started")

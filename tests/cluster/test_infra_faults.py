@@ -238,12 +238,16 @@ async def test_kill_broker_during_burst(infra: Infra) -> None:
         alice, _bob, rooms, collectors = await _setup(http)
         attempts = Attempts()
         marks: dict[str, float] = {}
+        ready_seen: dict[str, set[int]] = {"down": set(), "after": set()}
+        cs_port = infra.service_ports["clientapi"]
 
         async def killer() -> None:
             await asyncio.sleep(1.5)
             os.kill(infra.kafka_pid(), signal.SIGKILL)
             marks["killed"] = time.monotonic()
-            await asyncio.sleep(3.0)
+            while time.monotonic() - marks["killed"] < 3.0:
+                ready_seen["down"].add(await _ready(cs_port))
+                await asyncio.sleep(0.5)
             marks["restarting"] = time.monotonic()
             r = await asyncio.to_thread(infra.script, "kafka.sh", "start")
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -258,11 +262,20 @@ async def test_kill_broker_during_burst(infra: Infra) -> None:
             "failed_kinds": sorted({w for _t, w in attempts.failed}),
             "slowest_request_s": round(attempts.slowest_s, 1),
             "first_ok_after_restart_s": round(min(after) - marks["back"], 1) if after else None,
+            "ready_while_down": sorted(ready_seen["down"]),
             "burst_s": round(burst_s, 1), "broker_restart_s": round(marks["back"] - marks["restarting"], 1),
         }
         print("broker kill figures:", FIGURES["broker"])
         assert attempts.bad == [], attempts.bad
         assert attempts.slowest_s < REQUEST_DEADLINE_S
+        assert attempts.failed, "the outage made no request fail: it was not observed"
+        assert 200 not in ready_seen["down"], ready_seen  # /ready follows the broker
+        for _ in range(30):
+            code = await _ready(cs_port)
+            if code == 200:
+                break
+            await asyncio.sleep(1.0)
+        assert code == 200
         await _check_delivery(http, alice, collectors, acked)
 
 

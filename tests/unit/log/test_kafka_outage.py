@@ -40,3 +40,36 @@ async def test_kafka_errors_become_log_error(exc: BaseException) -> None:
     lg._producer = _StuckProducer(exc)  # type: ignore[assignment]
     with pytest.raises(LogError):
         await lg.producer().send("roomserver.input", "!r:x", b"{}")
+
+
+class _Client:
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+
+    async def fetch_all_metadata(self) -> object:
+        if self.behaviour == "down":
+            from aiokafka.errors import KafkaError
+            raise KafkaError("Unable to get cluster metadata over all known brokers")
+        if self.behaviour == "hang":
+            await asyncio.sleep(3600)
+        return object()
+
+
+class _ProducerWithClient(_StuckProducer):
+    def __init__(self, behaviour: str) -> None:
+        super().__init__()
+        self.client = _Client(behaviour)
+
+
+@pytest.mark.parametrize("behaviour", ["down", "hang"])
+async def test_ping_fails_while_no_broker_answers(behaviour: str) -> None:
+    lg = KafkaLog("127.0.0.1:1")
+    lg._producer = _ProducerWithClient(behaviour)  # type: ignore[assignment]
+    with pytest.raises(LogError):
+        await lg.ping(timeout_s=0.2)
+
+
+async def test_ping_passes_when_a_broker_answers() -> None:
+    lg = KafkaLog("127.0.0.1:1")
+    lg._producer = _ProducerWithClient("up")  # type: ignore[assignment]
+    await lg.ping(timeout_s=0.2)
