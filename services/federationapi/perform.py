@@ -300,6 +300,26 @@ class MembershipPerformer:
             target[eid] = Event(checked, rv, event_id=eid)
         return state, chain
 
+    # ---- aliases ------------------------------------------------------------------------
+    async def query_room_alias(self, alias: str) -> tuple[str, list[str]]:
+        server = domain_of(alias)
+        if not alias.startswith("#") or server is None:
+            raise MatrixError(400, "M_INVALID_PARAM", "Not a room alias")
+        try:
+            resp = await self.client.get_json(server, f"{FED_V1}/query/directory", {"room_alias": alias})
+        except FederationHTTPError as e:
+            if e.status == 404:
+                raise not_found("Room alias not found") from None
+            raise _http_error_to_matrix(e) from None
+        except FederationError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"cannot reach {server}: {e}") from None
+        room_id = resp.get("room_id") if isinstance(resp, dict) else None
+        if not isinstance(room_id, str) or not room_id.startswith("!"):
+            raise MatrixError(502, "M_UNKNOWN", "bad directory answer")
+        raw = resp.get("servers")
+        servers = [s for s in raw if isinstance(s, str)][:MAX_SERVERS_TRIED] if isinstance(raw, list) else []
+        return room_id, servers or [server]
+
     # ---- join ---------------------------------------------------------------------------
     async def perform_join(self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]) -> str:
         candidates = self._candidates(room_id, servers)
