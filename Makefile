@@ -14,7 +14,7 @@ export AXON_TEST_KAFKA ?= 127.0.0.1:$(KAFKA_PORT)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events sytest clean validate-deploy \
+.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events bench-hs bench-cluster bench-deps sytest clean validate-deploy \
 	cluster cluster-stop cluster-status
 
 help:
@@ -93,18 +93,26 @@ SYNAPSE_VERSION ?= 1.163.2
 SYNAPSE_VENV := $(RUN_DIR)/bench/synapse-venv
 BENCH_HS_ARGS ?=
 
-$(SYNAPSE_VENV)/.installed-$(SYNAPSE_VERSION):
+# psycopg2-binary: bench-cluster runs Synapse on PostgreSQL.
+$(SYNAPSE_VENV)/.installed-$(SYNAPSE_VERSION)-pg:
 	$(PYTHON) -m venv $(SYNAPSE_VENV)
-	$(SYNAPSE_VENV)/bin/pip install -q 'matrix-synapse==$(SYNAPSE_VERSION)'
+	$(SYNAPSE_VENV)/bin/pip install -q 'matrix-synapse==$(SYNAPSE_VERSION)' 'psycopg2-binary>=2.9'
 	touch $@
 
-bench-deps: install-test $(SYNAPSE_VENV)/.installed-$(SYNAPSE_VERSION)
+bench-deps: install-test $(SYNAPSE_VENV)/.installed-$(SYNAPSE_VERSION)-pg
 
 # Axon (embedded) and Synapse (SQLite) through the Client-Server API; table + .run/bench/hs.json.
 bench-hs: bench-deps
 	$(PY) -m bench.hs --synapse-venv $(SYNAPSE_VENV) --out $(RUN_DIR)/bench/hs.json $(BENCH_HS_ARGS)
 
-bench: bench-events bench-hs
+# Axon as a cluster (own processes, replicas, Kafka, PostgreSQL, nginx; 1x1 then 2x2 roomservers x syncapis)
+# and Synapse on PostgreSQL through the Client-Server API; table + .run/bench/cluster.json.
+BENCH_CLUSTER_ARGS ?=
+bench-cluster: bench-deps services
+	$(PY) -m bench.cluster --synapse-venv $(SYNAPSE_VENV) --pg postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
+		--kafka 127.0.0.1:$(KAFKA_PORT) --out $(RUN_DIR)/bench/cluster.json $(BENCH_CLUSTER_ARGS)
+
+bench: bench-events bench-hs bench-cluster
 
 # SyTest conformance (docs/sytest.md). SYTEST_ARGS: out dir then quoted test globs.
 SYTEST_ARGS ?= $(RUN_DIR)/sytest

@@ -21,9 +21,17 @@ DEFAULT_VENV = Path(".run/bench/synapse-venv")
 _HUGE = {"per_second": 1_000_000, "burst_count": 1_000_000}
 
 
-def synapse_config(data_dir: Path, port: int) -> dict[str, Any]:
-    """A Synapse config: SQLite, loopback client listener only, open registration with
-    no verification, every rate limit effectively off, no stats, no federation listener."""
+def postgres_database(dsn_parts: dict[str, Any]) -> dict[str, Any]:
+    """Synapse's `database` section for PostgreSQL (psycopg2 must be in its venv):
+    dsn_parts = {"host", "port", "user", "database"}."""
+    return {"name": "psycopg2", "txn_limit": 0,
+            "args": {**dsn_parts, "cp_min": 5, "cp_max": 10}}
+
+
+def synapse_config(data_dir: Path, port: int, database: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Synapse config: SQLite (or `database`, e.g. `postgres_database(...)`), loopback
+    client listener only, open registration with no verification, every rate limit
+    effectively off, no stats, no federation listener."""
     data_dir = data_dir.resolve()
     return {
         "server_name": f"localhost:{port}",
@@ -33,7 +41,7 @@ def synapse_config(data_dir: Path, port: int) -> dict[str, Any]:
             "port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
             "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}],
         }],
-        "database": {"name": "sqlite3", "args": {"database": str(data_dir / "homeserver.db")}},
+        "database": database or {"name": "sqlite3", "args": {"database": str(data_dir / "homeserver.db")}},
         "log_config": str(data_dir / "log.yaml"),
         "media_store_path": str(data_dir / "media_store"),
         "signing_key_path": str(data_dir / "signing.key"),
@@ -86,10 +94,10 @@ def write_signing_key(path: Path) -> None:
         f.write(f"ed25519 a_bnch {b64}\n")
 
 
-def prepare(data_dir: Path, port: int) -> Path:
+def prepare(data_dir: Path, port: int, database: dict[str, Any] | None = None) -> Path:
     """Write config, log config and signing key into data_dir; return the config path."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    cfg = synapse_config(data_dir, port)
+    cfg = synapse_config(data_dir, port, database)
     (data_dir / "log.yaml").write_text(yaml.safe_dump(LOG_CONFIG))
     write_signing_key(data_dir / "signing.key")
     path = data_dir / "homeserver.yaml"
@@ -107,13 +115,13 @@ def synapse_version(python: Path) -> str:
 
 
 async def start_synapse(data_dir: Path, *, venv: Path = DEFAULT_VENV, port: int | None = None,
-                        ready_timeout_s: float = 180.0) -> Server:
+                        ready_timeout_s: float = 180.0, database: dict[str, Any] | None = None) -> Server:
     python = venv.absolute() / "bin" / "python"  # absolute, not resolved: the symlink marks the venv
     if not python.exists():
         raise LaunchError(f"{python} not found: run `make bench-deps` first")
     port = port or free_port()
     data_dir = data_dir.resolve()
-    config = prepare(data_dir, port)
+    config = prepare(data_dir, port, database)
     server = await spawn(
         "synapse", [str(python), "-m", "synapse.app.homeserver", "-c", str(config)],
         base_url=f"http://127.0.0.1:{port}", log_path=data_dir / "synapse.log",
