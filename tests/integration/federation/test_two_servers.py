@@ -261,3 +261,36 @@ async def test_restricted_join_authorised_by_the_resident_server(shared_servers)
     join = await hs1.roomserver.get_event(m.event_id)
     assert join["content"]["join_authorised_via_users_server"] == alice.user_id
     assert set(join["signatures"]) == {hs1.name, hs2.name}
+
+
+async def test_invite_into_a_room_the_invitees_server_is_in(shared_servers):
+    hs1, hs2 = shared_servers
+    alice, bob, carol = await hs1.register("alice"), await hs2.register("bob"), await hs2.register("carol")
+    room_id = await public_room(hs1, alice)
+    await join_remote(hs2, bob, room_id, via=hs1.name)
+    since = (await hs2.matrix.sync(carol))["next_batch"]
+    await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": carol.user_id})
+    await hs2.sync_until(carol, lambda r: room_id in r.get("rooms", {}).get("invite", {}), since=since)
+    # Bob, on the same server, sees the invite as a room event.
+    await sync_seen(hs2, bob, lambda rs: any(has_member(r, room_id, carol.user_id, "invite") for r in rs))
+    await hs2.matrix.request(carol, "POST", f"/rooms/{quote(room_id, safe='')}/join", json={})
+    await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, carol.user_id, "join") for r in rs))
+
+
+async def test_local_knock_and_refusals(shared_servers):
+    hs1, _ = shared_servers
+    alice, dave = await hs1.register("alice"), await hs1.register("dave")
+    room_id = await hs1.create_room(alice, initial_state=[{"type": "m.room.join_rules", "state_key": "",
+                                                           "content": {"join_rule": "knock"}}])
+    await hs1.matrix.request(dave, "POST", f"/knock/{quote(room_id, safe='')}", json={"reason": "hi"})
+    m = await hs1.roomserver.get_membership(room_id, dave.user_id)
+    assert m is not None and m.membership == "knock"
+    # A public room cannot be knocked on; a member cannot knock.
+    public = await public_room(hs1, alice)
+    r = await hs1.http.post(f"/_matrix/client/v3/knock/{quote(public, safe='')}", json={}, headers=dave.headers)
+    assert r.status_code == 403 and r.json()["errcode"] == "M_FORBIDDEN", r.text
+    r = await hs1.http.post(f"/_matrix/client/v3/knock/{quote(public, safe='')}", json={}, headers=alice.headers)
+    assert r.status_code == 403, r.text
+    r = await hs1.http.post(f"/_matrix/client/v3/knock/{quote('!nope:' + hs1.name, safe='')}", json={},
+                            headers=dave.headers)
+    assert r.status_code == 404, r.text
