@@ -121,3 +121,61 @@ async def test_handshake_routes_refuse_bad_requests(shared_servers):
     assert ok["origin"] == hs1.name
     assert {e["type"] for e in ok["state"]} >= {"m.room.create", "m.room.power_levels", "m.room.join_rules"}
     assert ok["auth_chain"] and hs1.name in ok["servers_in_room"]
+
+
+async def test_mangled_membership_events_never_500(shared_servers):
+    """Random damage to a (re-signed) join or invite: always a 4xx answer with an errcode."""
+    import random
+
+    from libs.events.signing import add_hashes_and_signature
+
+    hs1, hs2 = shared_servers
+    alice = await hs1.register("alice")
+    room_id = await hs1.create_room(alice, preset="public_chat")
+    bob = f"@bob:{hs2.name}"
+    c = hs2.federation.client
+    key = hs2.federation.api.signing_keys[0]
+    rid = quote(room_id, safe="")
+    t = (await c.get_json(hs1.name, f"/_matrix/federation/v1/make_join/{rid}/{quote(bob, safe='')}",
+                          {"ver": ["11"]}))["event"]
+    rng = random.Random(1234)
+    junk: list[Any] = [None, True, 0, -1, 2 ** 63, "", "x" * 300, "@", "$", "!", [], {}, ["$a"], [[1]], {"a": 1},
+                       1.5, alice.user_id, bob, room_id]
+    base = {"type": "m.room.member", "sender": bob, "state_key": bob, "room_id": room_id,
+            "content": {"membership": "join"}, "prev_events": t["prev_events"], "auth_events": t["auth_events"],
+            "depth": t["depth"], "origin_server_ts": int(time.time() * 1000)}
+    for n in range(40):
+        pdu: dict[str, Any] = {k: v for k, v in base.items()}
+        for _ in range(rng.randint(1, 3)):
+            field = rng.choice(sorted(pdu) + ["content.membership", "extra"])
+            if field == "content.membership":
+                pdu["content"] = {"membership": rng.choice(junk + ["leave", "invite", "ban"])}
+            elif rng.random() < 0.3 and field in pdu:
+                del pdu[field]
+            else:
+                pdu[field] = rng.choice(junk)
+        try:
+            add_hashes_and_signature(pdu, V11, hs2.name, key)
+        except Exception:
+            pass  # not signable (floats...): sent as is
+        eid = f"$e{n}"
+        try:
+            from libs.events.hashes import compute_event_id
+            eid = compute_event_id(pdu, V11)
+        except Exception:
+            pass
+        kind = rng.choice(["join", "invite", "leave", "knock"])
+        if kind == "invite":
+            path = f"/_matrix/federation/v2/invite/{rid}/{quote(eid, safe='')}"
+            body: Any = {"event": pdu, "room_version": "11", "invite_room_state": rng.choice([[], "x", [1]])}
+        else:
+            v = "v1" if kind == "knock" else "v2"
+            path = f"/_matrix/federation/{v}/send_{kind}/{rid}/{quote(eid, safe='')}"
+            body = pdu
+        try:
+            await c.put_json(hs1.name, path, body, retries=0)
+        except FederationHTTPError as e:
+            assert 400 <= e.status < 500, (n, kind, pdu, e.status, e.body)
+            assert isinstance(e.body, dict) and str(e.body.get("errcode", "")).startswith("M_"), e.body
+        except ValueError:
+            pass  # the client itself refused to encode it (e.g. a float): nothing was sent
