@@ -67,7 +67,11 @@ async def test_federationapi_and_appservice_processes_are_fully_wired(tmp_path: 
             svc = fed.parts[0]
             assert svc.queue is not None and svc.output_consumer is not None and svc.keyring is not None
             assert fed.log is not None and len(fed.databases) == 1
+            await fed.start()   # its consumers (roomserver.output, the EDU topics) join Kafka groups
+            assert svc.output_consumer.runner is not None and svc.edu_sender.runner is not None
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fed.app), base_url="http://f") as c:
+                r = await c.get("/ready")
+                assert r.status_code == 200, r.text
                 r = await c.get("/_matrix/key/v2/server")
                 assert r.status_code == 200 and r.json()["server_name"] == "test.local"
                 # unsigned federation request: refused with a Matrix error, not a crash
@@ -81,16 +85,30 @@ async def test_federationapi_and_appservice_processes_are_fully_wired(tmp_path: 
             assert "/_matrix/client/v3/thirdparty/protocols" in paths
             assert "/_internal/appservice/query_alias" in paths
             assert "/_internal/appservice/network_rooms" in paths
+            await asp.start()   # the userapi is not up: its start must not fail (senders retried)
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asp.app), base_url="http://a") as c:
+                assert (await c.get("/ready")).status_code == 200
                 r = await c.post("/_internal/appservice/network_rooms", json={"args": {"network": None}},
                                  headers={"X-Axon-Internal-Secret": "s"})
                 assert r.status_code == 200, r.text
         finally:
             await asp.stop()
+        media = await build_service("mediaapi", cfg)
+        try:
+            assert "/_matrix/federation/v1/media/download/{media_id}" in _paths(media.app)
+            msvc = media.parts[0]
+            assert msvc.deps.remote is not None and msvc.deps.federation_verify is not None
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=media.app), base_url="http://m") as c:
+                # the X-Matrix check is asked of the federationapi (unreachable here): 503, not a crash
+                r = await c.get("/_matrix/federation/v1/media/download/abc",
+                                headers={"Authorization": 'X-Matrix origin="o",key="ed25519:a",sig="s"'})
+                assert r.status_code == 503 and r.json()["errcode"] == "M_UNKNOWN"
+        finally:
+            await media.stop()
     finally:
         conn = await asyncpg.connect(PG)
         try:
-            for s in ("federationapi", "appservice"):
+            for s in ("federationapi", "appservice", "mediaapi"):
                 await conn.execute(f'DROP SCHEMA IF EXISTS "w{tag}_{s}" CASCADE')
         finally:
             await conn.close()
