@@ -203,7 +203,12 @@ class FederatedInput:
                                            rejected_event_ids=loader.rejected)
         except StateResolutionError as e:
             raise RejectedError(f"state resolution failed: {e}") from None
-        return {k: (eid, entries.get(eid, 0)) for k, eid in resolved.items()}
+        # v2 may pick events of the auth difference, which no input state holds.
+        unknown = [eid for eid in resolved.values() if eid not in entries]
+        if unknown:
+            for row in await self.store.get_event_rows(list(dict.fromkeys(unknown))):
+                entries[row.event_id] = row.event_nid
+        return {k: (eid, entries.get(eid, 0)) for k, eid in resolved.items() if eid in entries}
 
     async def _auth_state(self, ev: Event, state: State) -> dict[tuple[str, str], Event]:
         keys = auth_types_for_event(ev.room_version, ev.type, ev.sender, ev.state_key, ev.content)
@@ -509,19 +514,31 @@ class FederatedInput:
     async def _advance_current(self, room: RoomInfo, rv: RoomVersion, ev: Event, after: SnapshotRef,
                                after_state: State, batch: PersistBatch, added: list[str],
                                removed: list[str]) -> None:
-        """Forward extremities and current state after accepting `ev`."""
+        """Forward extremities and current state after accepting `ev`.
+
+        Current state = the resolution of the states after every forward extremity (as
+        other servers compute it, so it does not depend on the order events arrived in);
+        just the state after `ev` when it descends from every extremity."""
         prevs = set(ev.prev_event_ids)
         child_of_all = set(room.extremities) <= prevs
+        for pid in ev.prev_event_ids:
+            room.extremities.pop(pid, None)
+        others = [e for e in room.extremities if e != ev.event_id]
+        room.extremities[ev.event_id] = (0, ev.depth)
         new_state = after_state
         if not child_of_all:
             try:
-                new_state = await self._resolve(rv, [dict(room.state), after_state])
+                states = [after_state]
+                rows = await self.store.get_event_rows(others)
+                if len(rows) == len(others) and all(r.after_snapshot_nid for r in rows):
+                    states += [await self.snapshot_state(r.after_snapshot_nid) for r in rows]
+                else:  # (cannot happen: extremities are stored events with state) the current state stands in
+                    states.append(dict(room.state))
+                new_state = await self._resolve(rv, states)
             except RejectedError as e:  # malformed state sets: cannot happen with our own snapshots
                 log.error("resolving the current state of %s failed: %s", room.room_id, e)
                 child_of_all = True
-        for pid in ev.prev_event_ids:
-            room.extremities.pop(pid, None)
-        room.extremities[ev.event_id] = (0, ev.depth)
+                new_state = after_state
         old_nid = room.nid_state
         new_nid = await self._nid_state(new_state)
         changes: dict[tuple[int, int], tuple[str, int] | None] = {}
