@@ -123,12 +123,25 @@ async def test_branches_converge_whatever_the_order(tmp_path: Any, seed: int) ->
             assert sorted(r.event_id for r in rows) == sorted(v[0] for v in room.state.values())
             members = {u for u in (await proc.store.joined_members(ROOM))}
             assert members == {ALICE, BOB, CAROL}
-        # A local message merges both branches in every copy, on the same state.
+        # Bob merges both branches (a state event with two prevs): accepted everywhere, same state.
+        merged_state = {k: v[0] for k, v in final[0].state.items()}
+        keys = auth_types_for_event(V10, "m.room.topic", BOB, "", {"topic": "merge"})
+        merge = build_event(V10, type="m.room.topic", sender=BOB, room_id=ROOM, content={"topic": "merge"},
+                            prev_events=[xs[-1].event_id, ys[-1].event_id],
+                            auth_events=[merged_state[k] for k in sorted(keys) if k in merged_state],
+                            depth=max(xs[-1].depth, ys[-1].depth) + 1, origin_server_ts=1_900_000_000_000,
+                            server_name=REMOTE, signing_key=REMOTE_KEY, state_key="")
+        for _db, proc in copies:
+            assert (await receive(proc, REMOTE, ROOM, merge))["results"] == {merge.event_id: None}
+            room = await proc.room(ROOM)
+            assert list(room.extremities) == [merge.event_id]
+            assert {k: v[0] for k, v in room.state.items()} == {**merged_state, ("m.room.topic", ""): merge.event_id}
+        # A local message on top, in every copy.
         for _db, proc in copies:
             eid = await proc.send(NewEventRequest(room_id=ROOM, type="m.room.message", sender=ALICE,
                                                   content={"body": "merged"}))
             ev = await proc._event(eid)
-            assert set(ev.prev_event_ids) == {xs[-1].event_id, ys[-1].event_id}
+            assert ev.prev_event_ids == [merge.event_id]
     finally:
         for db, _proc in copies:
             await db.close()
