@@ -30,7 +30,7 @@ from libs.events.event import Event
 from libs.events.hashes import compute_event_id
 from libs.events.limits import EventFormatError, check_pdu_format
 from libs.events.redaction import redact
-from libs.events.room_versions import ROOM_VERSIONS, EventFormat, RoomVersion, UnsupportedRoomVersion, \
+from libs.events.room_versions import ROOM_VERSIONS, EventFormat, RoomVersion, \
     get_room_version
 from libs.events.signing import (SignatureError, SigningKey, VerifyKey, check_event_hash, required_signers,
                                  verify_event_signatures, verify_events_batch)
@@ -550,9 +550,3 @@ def _auth_order(events: Mapping[str, Event]) -> list[Event]:
                     stack.append((events[a], False))
     return out
 
-
-def supported_version(version: Any) -> RoomVersion:
-    try:
-        return get_room_version(str(version))
-    except UnsupportedRoomVersion:
-        raise incompatible_room_version(str(version)) from None
