@@ -9,10 +9,13 @@ per-destination queue (`OutboundQueue.enqueue_edu`; a transaction carries ≤ 10
 | `ephemeral.receipts` | `m.receipt` (`m.read` only; private receipts stay here) | the same |
 | `user.presence` | `m.presence` | servers sharing a joined room with the user |
 | `user.to_device` | `m.direct_to_device` | the target user's server |
-| `user.key_changes` | `m.device_list_update`, one per current device | servers sharing a room |
+| `user.key_changes` | `m.device_list_update`: one per current device, and `deleted` for the devices gone since the last update | servers sharing a room |
 
 Only records about our own users (the sender, for to-device) are sent: the inbound
 side publishes remote users' EDUs on the same topics, and those must not echo back.
+Device-list updates form one chain per user (`prev_id` = the previous update's
+`stream_id`), persisted in `device_list_streams` with the device IDs last described, so
+deletions are announced and `/user/devices` answers the same `stream_id` a remote saw last.
 The builders are pure functions (unit-tested against the spec's shapes).
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ from services.syncapi.api import TOPIC_KEY_CHANGES, TOPIC_RECEIPTS, TOPIC_TO_DEV
 from services.userapi.api import TOPIC_PRESENCE, UserAPI
 
 from .queue import OutboundQueue
+from .storage.store import FederationStore
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +106,7 @@ def device_list_update_edu(user_id: str, device_id: str, stream_id: int, prev_id
 class EDUSender:
     def __init__(self, server_name: str, event_log: EventLog, roomserver: RoomserverAPI,
                  userapi: UserAPI | None, queue: OutboundQueue, *, group: str = "federationapi.edus",
-                 clock_ms: Callable[[], int] = _now_ms) -> None:
+                 clock_ms: Callable[[], int] = _now_ms, store: FederationStore | None = None) -> None:
         self.server_name = server_name
         self.log = event_log
         self.roomserver = roomserver
@@ -110,6 +114,7 @@ class EDUSender:
         self.queue = queue
         self.group = group
         self.clock_ms = clock_ms
+        self.store = store if store is not None else getattr(queue, "store", None)
         self.runner: KeyedRunner | None = None
         self._last_stream_id = 0
 
@@ -193,25 +198,36 @@ class EDUSender:
         edu = to_device_edu(sender, typ, federation_message_id(mid), {target: {device_id: content}})
         await self.queue.enqueue_edu([dest], "m.direct_to_device", edu)
 
-    def _next_stream_id(self) -> int:
-        # Increasing per process (ms clock, bumped on ties): receivers only need "different
-        # when the list changed"; an unknown prev_id makes them resync via /user/devices.
-        self._last_stream_id = max(self._last_stream_id + 1, self.clock_ms())
+    def _next_stream_id(self, after: int) -> int:
+        # Increasing (ms clock, bumped on ties and past the stored chain): receivers only
+        # need "different when the list changed"; an unknown prev_id makes them resync.
+        self._last_stream_id = max(self._last_stream_id + 1, after + 1, self.clock_ms())
         return self._last_stream_id
 
     async def _key_change(self, rec: dict[str, Any]) -> None:
         user_id = rec.get("user_id")
         if not self._ours(user_id) or self.userapi is None:
             return
+        previous = await self.store.get_device_list(user_id) if self.store is not None else None
+        last_sid, last_ids = previous if previous is not None else (0, [])
+        devices = await self.userapi.list_devices(user_id)
         servers = await self.servers_sharing_rooms(user_id)
         if not servers:
-            return
-        devices = await self.userapi.list_devices(user_id)
+            return  # nobody to tell; a remote that joins later resyncs via /user/devices
         keys = (await self.userapi.query_keys({user_id: []})).get(user_id, {})
-        prev: list[int] = []
+        prev: list[int] = [last_sid] if previous is not None else []
+        edus: list[dict[str, Any]] = []
+        current = {d.device_id for d in devices}
         for d in sorted(devices, key=lambda d: d.device_id):
-            sid = self._next_stream_id()
-            edu = device_list_update_edu(user_id, d.device_id, sid, prev, keys=keys.get(d.device_id),
-                                         display_name=d.display_name)
-            await self.queue.enqueue_edu(servers, "m.device_list_update", edu)
+            sid = self._next_stream_id(last_sid)
+            edus.append(device_list_update_edu(user_id, d.device_id, sid, prev, keys=keys.get(d.device_id),
+                                               display_name=d.display_name))
             prev = [sid]
+        for gone in sorted(set(last_ids) - current):
+            sid = self._next_stream_id(last_sid)
+            edus.append(device_list_update_edu(user_id, gone, sid, prev, deleted=True))
+            prev = [sid]
+        for edu in edus:
+            await self.queue.enqueue_edu(servers, "m.device_list_update", edu)
+        if self.store is not None and prev:
+            await self.store.set_device_list(user_id, prev[0], sorted(current))

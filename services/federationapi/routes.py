@@ -1,7 +1,6 @@
 """Federation HTTP routes: /send, the cheap queries, publicRooms and the notary endpoints."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -15,6 +14,7 @@ from services.userapi.api import UserAPI
 from .auth import FederationAuth
 from .discovery import parse_server_name
 from .keyring import KeyRing
+from .storage.store import FederationStore
 from .transactions import TransactionProcessor
 
 MAX_KEY_QUERY_SERVERS = 100
@@ -30,6 +30,8 @@ class FederationRoutesContext:
     transactions: TransactionProcessor
     roomserver: RoomserverAPI | None
     userapi: UserAPI | None
+    # Our device-list update chain per user (edus.py): /user/devices answers its stream_id.
+    store: FederationStore | None = None
 
 
 def _domain(identifier: str) -> str:
@@ -211,9 +213,10 @@ def build_federation_router(ctx: FederationRoutesContext) -> APIRouter:
             if d.display_name is not None:
                 entry["device_display_name"] = d.display_name
             out.append(entry)
-        # No per-user device-list stream yet: a fresh ID on each answer is "different
-        # whenever the list changed" (and makes a remote resync harmless).
-        return {"user_id": user_id, "stream_id": int(time.time() * 1000), "devices": out}
+        # The stream_id of our last m.device_list_update for the user, so that the next one's
+        # prev_id follows on; never announced yet: 0.
+        chain = await ctx.store.get_device_list(user_id) if ctx.store is not None else None
+        return {"user_id": user_id, "stream_id": chain[0] if chain is not None else 0, "devices": out}
 
     @router.post("/user/keys/query")
     async def user_keys_query(request: Request, origin: str = Depends(auth)) -> dict[str, Any]:

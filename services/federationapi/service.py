@@ -175,7 +175,7 @@ class FederationService:
         self.api.auth = auth
         self.routers.append(build_federation_router(FederationRoutesContext(
             server_name=server_name, auth=auth, keyring=self.keyring, transactions=self.transactions,
-            roomserver=roomserver, userapi=userapi)))
+            roomserver=roomserver, userapi=userapi, store=store)))
         if roomserver is not None:
             from .routes_events import build_events_router
 

@@ -155,6 +155,21 @@ class FederationStore:
             return DestinationState(destination, 0, 0, None)
         return DestinationState(row["destination"], row["retry_count"], row["retry_until_ts"], row["last_success_ts"])
 
+    async def get_device_list(self, user_id: str) -> tuple[int, list[str]] | None:
+        """(stream_id, device IDs) of our last device-list update for `user_id`."""
+        row = await self.db.fetchrow(
+            "SELECT stream_id, device_ids FROM device_list_streams WHERE user_id = $1", user_id)
+        if row is None:
+            return None
+        ids = row["device_ids"]
+        return int(row["stream_id"]), list(json.loads(ids) if isinstance(ids, str) else ids)
+
+    async def set_device_list(self, user_id: str, stream_id: int, device_ids: Sequence[str]) -> None:
+        await self.db.execute(
+            "INSERT INTO device_list_streams (user_id, stream_id, device_ids) VALUES ($1, $2, $3) "
+            "ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, device_ids = excluded.device_ids",
+            user_id, stream_id, _dumps(sorted(device_ids)))
+
     async def claim_destination(self, destination: str, owner: str, now_ms: int, lease_until_ts: int) -> bool:
         """Take (or renew) the lease on sending to `destination`; False while another
         owner's lease runs."""

@@ -70,12 +70,14 @@ async def call(c: httpx.AsyncClient, method: str, path: str, body: Any = None) -
     return await c.request(method, uri, json=body, headers={"Authorization": h})
 
 
-async def test_user_devices(fed) -> None:
+async def test_user_devices(fed, fed_store) -> None:
     c, _ = fed
     r = await call(c, "GET", f"/user/devices/{quote(ALICE)}")
     assert r.status_code == 200, r.text
     b = r.json()
-    assert b["user_id"] == ALICE and isinstance(b["stream_id"], int)
+    assert b["user_id"] == ALICE and b["stream_id"] == 0       # no update announced yet
+    await fed_store.set_device_list(ALICE, 1234, ["D1", "D2"])
+    assert (await call(c, "GET", f"/user/devices/{quote(ALICE)}")).json()["stream_id"] == 1234
     assert b["devices"] == [{"device_id": "D1", "keys": KEYS, "device_display_name": "Laptop"},
                             {"device_id": "D2"}]
     r = await call(c, "GET", f"/user/devices/{quote('@bob:remote.test')}")

@@ -101,3 +101,36 @@ async def test_sender_sends_only_our_users_edus_to_the_right_servers() -> None:
     await s.handle(Record("ephemeral.typing", 0, 0, "k", b"not json"))
     await s.handle(rec("ephemeral.typing", {"room_id": 5, "user_id": "@a:us.test", "typing": "yes"}))
     await s.handle(rec("user.to_device", {"sender": "@a:us.test", "user_id": "nobody"}))
+
+
+class MemoryChainStore:
+    def __init__(self) -> None:
+        self.chains: dict[str, tuple[int, list[str]]] = {}
+
+    async def get_device_list(self, user_id: str) -> tuple[int, list[str]] | None:
+        return self.chains.get(user_id)
+
+    async def set_device_list(self, user_id: str, stream_id: int, device_ids: list[str]) -> None:
+        self.chains[user_id] = (stream_id, sorted(device_ids))
+
+
+async def test_device_list_updates_chain_across_changes_and_announce_deletions() -> None:
+    q, store, ua = FakeQueue(), MemoryChainStore(), FakeUserapi()
+    s = EDUSender("us.test", None, FakeRoomserver(), ua, q, clock_ms=lambda: 1000,  # type: ignore[arg-type]
+                  store=store)  # type: ignore[arg-type]
+    await s.handle(rec("user.key_changes", {"user_id": "@a:us.test"}))
+    first = [c for _, _, c in q.edus]
+    assert [e["device_id"] for e in first] == ["D1", "D2"] and first[0]["prev_id"] == []
+    assert store.chains["@a:us.test"] == (first[-1]["stream_id"], ["D1", "D2"])
+    q.edus.clear()
+
+    async def one_device(user_id: str) -> list[Device]:
+        return [Device(user_id, "D1", None)]
+
+    ua.list_devices = one_device  # type: ignore[method-assign]
+    await s.handle(rec("user.key_changes", {"user_id": "@a:us.test"}))
+    second = [c for _, _, c in q.edus]
+    assert [(e["device_id"], e["deleted"]) for e in second] == [("D1", False), ("D2", True)]
+    assert second[0]["prev_id"] == [first[-1]["stream_id"]]             # the chain goes on
+    assert second[1]["prev_id"] == [second[0]["stream_id"]] and "keys" not in second[1]
+    assert store.chains["@a:us.test"] == (second[-1]["stream_id"], ["D1"])
