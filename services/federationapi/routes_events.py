@@ -4,7 +4,9 @@
 Who may read: a server with a user joined to the room in its CURRENT state (not "at
 that event": simpler, and stricter for servers that left), or anyone when the room's
 current history visibility is world_readable. Everything else is 403 M_FORBIDDEN;
-unknown rooms and events are 404 M_NOT_FOUND.
+unknown rooms and events are 404 M_NOT_FOUND. Events of /event, /backfill and
+/get_missing_events that the server could not see then (history visibility of the state
+before each: `invited`/`joined` without one of its users invited/joined) come redacted.
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from typing import Any, Awaitable, Callable
 from fastapi import APIRouter, Depends, Query, Request
 
 from libs.errors import bad_json, forbidden, not_found
+from libs.events.hashes import compute_event_id
+from libs.events.redaction import redact
+from libs.events.room_versions import EventFormat, UnsupportedRoomVersion, get_room_version
 from services.roomserver.api import RoomserverAPI
 
 from .auth import FederationAuth
@@ -43,6 +48,21 @@ def build_events_router(server_name: str, auth: FederationAuth, roomserver: Room
     def now_ms() -> int:
         return int(time.time() * 1000)
 
+    async def visible(origin: str, room_id: str, pdus: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`pdus`, with the events `origin` may not see (history visibility) redacted."""
+        version = await roomserver.get_room_version(room_id)
+        try:
+            rv = get_room_version(version or "")
+        except UnsupportedRoomVersion:
+            return pdus
+
+        def eid(p: dict[str, Any]) -> str:
+            return str(p.get("event_id")) if rv.event_format is EventFormat.V1 else compute_event_id(p, rv)
+
+        ids = [eid(p) for p in pdus]
+        ok = set(await roomserver.events_visible_to_server(origin, ids)) if ids else set()
+        return [p if i in ok else redact(p, rv) for p, i in zip(pdus, ids)]
+
     @router.get("/event/{event_id}")
     async def get_event(event_id: str, origin: str = Depends(origin_dep)) -> dict[str, Any]:
         got = await roomserver.get_pdu(event_id)
@@ -54,7 +74,7 @@ def build_events_router(server_name: str, auth: FederationAuth, roomserver: Room
             # A v12 create event names no room: its room ID is derived from its ID.
             room_id = "!" + event_id[1:]
         await check_access(origin, room_id)
-        return {"origin": server_name, "origin_server_ts": now_ms(), "pdus": [pdu]}
+        return {"origin": server_name, "origin_server_ts": now_ms(), "pdus": await visible(origin, room_id, [pdu])}
 
     @router.get("/state/{room_id}")
     async def get_state(room_id: str, event_id: str | None = None,
@@ -89,7 +109,7 @@ def build_events_router(server_name: str, auth: FederationAuth, roomserver: Room
             raise bad_json("v (the events to backfill from) is required")
         await check_access(origin, room_id)
         pdus = await roomserver.backfill(room_id, v[:20], max(0, min(limit, MAX_BACKFILL)))
-        return {"origin": server_name, "origin_server_ts": now_ms(), "pdus": pdus}
+        return {"origin": server_name, "origin_server_ts": now_ms(), "pdus": await visible(origin, room_id, pdus)}
 
     @router.post("/get_missing_events/{room_id}")
     async def get_missing_events(room_id: str, request: Request, origin: str = Depends(origin_dep)) -> dict[str, Any]:
@@ -107,6 +127,6 @@ def build_events_router(server_name: str, auth: FederationAuth, roomserver: Room
         await check_access(origin, room_id)
         events = await roomserver.get_missing_events(room_id, earliest[:200], latest[:20],
                                                      max(0, min(limit, MAX_MISSING)), max(0, min_depth))
-        return {"events": events}
+        return {"events": await visible(origin, room_id, events)}
 
     return router

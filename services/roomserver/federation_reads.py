@@ -137,6 +137,50 @@ class FederationReads:
         rows = sorted(found.values(), key=lambda r: (-int(r.pdu.get("depth", 0)), -r.event_nid))
         return [federation_form(r) for r in rows]
 
+    async def events_visible_to_server(self, server: str, event_ids: list[str]) -> list[str]:
+        """Which of `event_ids` `server` may see in full, by the history visibility of the
+        state before each event: world_readable/shared (default) -> yes; invited -> one of
+        its users invited or joined then; joined -> one joined then. Outliers (state
+        unknown) and its own users' membership events count as visible. Unknown events
+        are left out."""
+        rows = await self.store.get_event_rows(list(dict.fromkeys(event_ids)))
+        by_snapshot: dict[int, bool] = {}
+        out: list[str] = []
+        for r in rows:
+            snap = r.before_snapshot_nid
+            sk = r.pdu.get("state_key")
+            if r.after_snapshot_nid == 0 or (r.pdu.get("type") == "m.room.member" and isinstance(sk, str)
+                                            and _domain(sk) == server):
+                out.append(r.event_id)  # outliers, and the server's own users' memberships
+                continue
+            if snap not in by_snapshot:
+                by_snapshot[snap] = await self._snapshot_visible(server, snap)
+            if by_snapshot[snap]:
+                out.append(r.event_id)
+        return out
+
+    async def _snapshot_visible(self, server: str, snapshot_nid: int) -> bool:
+        nids = await self.store.load_snapshot(snapshot_nid)
+        names = await self.store.state_names(nids)
+        hv_nid = next((nids[k] for k, n in names.items() if n == ("m.room.history_visibility", "")), None)
+        wanted = [nids[k] for k, (t, sk) in names.items() if t == "m.room.member" and _domain(sk) == server]
+        rows = {r.event_nid: r for r in await self.store.get_event_rows_by_nid(
+            wanted + ([hv_nid] if hv_nid is not None else []))}
+        vis = "shared"
+        if hv_nid is not None and hv_nid in rows:
+            content = rows[hv_nid].pdu.get("content")
+            v = content.get("history_visibility") if isinstance(content, dict) else None
+            vis = v if isinstance(v, str) else "shared"
+        if vis in ("world_readable", "shared"):
+            return True
+        ok = ("invite", "join") if vis == "invited" else ("join",)
+        for n in wanted:
+            r = rows.get(n)
+            c = r.pdu.get("content") if r is not None else None
+            if isinstance(c, dict) and c.get("membership") in ok:
+                return True
+        return False
+
     # ---- membership handshakes ---------------------------------------------------------------
     async def make_membership_event(self, room_id: str, user_id: str, membership: str,
                                     supported_versions: list[str] | None = None) -> tuple[str, dict[str, Any]]:

@@ -247,6 +247,9 @@ class RoomserverInternal:
     async def backfill(self, room_id: str, from_event_ids: list[str], limit: int) -> list[dict[str, Any]]:
         return await self.fed.backfill(room_id, from_event_ids, limit)
 
+    async def events_visible_to_server(self, server: str, event_ids: list[str]) -> list[str]:
+        return await self.fed.events_visible_to_server(server, event_ids)
+
     async def make_membership_event(self, room_id: str, user_id: str, membership: str,
                                     supported_versions: list[str] | None = None) -> tuple[str, dict[str, Any]]:
         return await self.fed.make_membership_event(room_id, user_id, membership, supported_versions)

@@ -231,3 +231,34 @@ async def test_gap_filled_through_get_missing_events(hs: Any, http: httpx.AsyncC
     assert await rs.store.get_event_row(forged.event_id) is None
     await sync_until(http, alice, room_id, lambda tl: {"one", "two", "three"} <= {
         e.get("content", {}).get("body") for e in tl})
+
+
+async def test_backfill_redacts_what_the_server_could_not_see(hs: Any, http: httpx.AsyncClient) -> None:
+    alice = await register(http, "alice")
+    r = await http.post("/_matrix/client/v3/createRoom", json={
+        "preset": "public_chat", "room_version": "10",
+        "initial_state": [{"type": "m.room.history_visibility", "state_key": "",
+                           "content": {"history_visibility": "joined"}}]}, headers=alice)
+    room_id = r.json()["room_id"]
+    before = await http.put(f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/b1",
+                            json={"msgtype": "m.text", "body": "before bob"}, headers=alice)
+    before_id = before.json()["event_id"]
+    rs = roomserver(hs)
+    join = await FakeRemote(rs.processor, room_id).join(BOB)
+    assert (await fed_request(http, "PUT", "/_matrix/federation/v1/send/v1", {"pdus": [join.pdu]})).json() == \
+        {"pdus": {join.event_id: {}}}
+    after = await http.put(f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/a1",
+                           json={"msgtype": "m.text", "body": "after bob"}, headers=alice)
+    after_id = after.json()["event_id"]
+    r = await fed_request(http, "GET",
+                          f"/_matrix/federation/v1/backfill/{quote(room_id)}?v={quote(after_id)}&limit=4")
+    assert r.status_code == 200
+    from libs.events.hashes import compute_event_id
+    from libs.events.room_versions import get_room_version
+
+    by_id = {compute_event_id(p, get_room_version("10")): p for p in r.json()["pdus"]}
+    assert by_id[after_id]["content"]["body"] == "after bob"
+    assert by_id[before_id]["content"] == {}  # bob's server had nobody in the room then
+    assert by_id[join.event_id]["content"]["membership"] == "join"  # its own user's join
+    r = await fed_request(http, "GET", f"/_matrix/federation/v1/event/{quote(before_id)}")
+    assert r.json()["pdus"][0]["content"] == {}
