@@ -3,8 +3,9 @@ the room (servers of the joined members in current state, plus the server of the
 target of a membership event, so a kicked or invited server hears of it)."""
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from libs.events.room_versions import EventFormat, UnsupportedRoomVersion, get_room_version
 from libs.log.api import EventLog, Record, TopicSpec
@@ -37,13 +38,19 @@ def federation_pdu(event: dict[str, Any], room_version: str) -> dict[str, Any] |
 
 class OutputConsumer:
     def __init__(self, server_name: str, event_log: EventLog, roomserver: RoomserverAPI, queue: OutboundQueue,
-                 group: str = "federationapi.output") -> None:
+                 group: str = "federationapi.output",
+                 invite_notifier: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None) -> None:
         self.server_name = server_name
         self.log = event_log
         self.roomserver = roomserver
         self.queue = queue
         self.group = group
         self.runner: KeyedRunner | None = None
+        # Invites made without the invitee's server (createRoom's `invite`, room upgrades):
+        # `invite_notifier(room_version, pdu)` sends them through PUT /invite (best effort,
+        # in the background so a slow server does not hold up the room's partition).
+        self.invite_notifier = invite_notifier
+        self._notifications: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.log.ensure_topics([TopicSpec(TOPIC_OUTPUT, partitions=8)])
@@ -54,6 +61,26 @@ class OutputConsumer:
         if self.runner is not None:
             await self.runner.stop()
             self.runner = None
+        for task in list(self._notifications):
+            task.cancel()
+        self._notifications.clear()
+
+    def _notify_invite(self, room_version: str, pdu: dict[str, Any], joined_servers: set[str]) -> None:
+        target = _domain(pdu.get("state_key"))
+        sigs = pdu.get("signatures")
+        if (self.invite_notifier is None or target is None or target in joined_servers
+                or (isinstance(sigs, dict) and target in sigs)):
+            return  # their server is in the room (/send tells it), or already signed it (/invite done)
+
+        async def run() -> None:
+            try:
+                await self.invite_notifier(room_version, pdu)  # type: ignore[misc]
+            except Exception as e:
+                log.warning("invite of %s to %s not delivered: %s", pdu.get("state_key"), pdu.get("room_id"), e)
+
+        task = asyncio.create_task(run())
+        self._notifications.add(task)
+        task.add_done_callback(self._notifications.discard)
 
     async def handle(self, record: Record) -> None:
         obj = decode_output_record(record.value)
@@ -70,6 +97,8 @@ class OutputConsumer:
             return
         servers = {d for d in map(_domain, await self.roomserver.get_joined_members(room_id)) if d}
         if event.get("type") == "m.room.member":
+            if (event.get("content") or {}).get("membership") == "invite":
+                self._notify_invite(str(obj.get("room_version", "")), pdu, servers)
             target = _domain(event.get("state_key"))
             if target:
                 servers.add(target)

@@ -495,6 +495,21 @@ class MembershipPerformer:
         at_ts = ts if rv.enforce_key_validity and isinstance(ts, int) and not isinstance(ts, bool) else None
         return {server: await self.keyring.get_verify_keys(server, kids, at_ts=at_ts)} if kids else {}
 
+    async def notify_invite(self, room_version: str, pdu: dict[str, Any]) -> None:
+        """Send an invite already in the room (made without the invitee's server: createRoom's
+        `invite`, room upgrades) to the invitee's server, so its user hears of it."""
+        rv = get_room_version(room_version)
+        room_id, invitee = pdu.get("room_id"), pdu.get("state_key")
+        destination = domain_of(invitee)
+        if not isinstance(room_id, str) or destination is None or destination == self.server_name:
+            return
+        state = await self.roomserver.get_current_state(room_id)
+        event_id = event_id_for(pdu, rv)
+        body = {"event": federation_form(pdu, rv), "room_version": room_version,
+                "invite_room_state": stripped_state(state.values())}
+        await self.client.put_json(
+            destination, f"{FED_V2}/invite/{quote(room_id, safe='')}/{quote(event_id, safe='')}", body)
+
     async def _invite_template(self, room_id: str, rv: RoomVersion, sender: str, invitee: str) -> dict[str, Any]:
         """prev_events/auth_events/depth for a new invite on the room's current state."""
         state = await self.roomserver.get_current_state(room_id)

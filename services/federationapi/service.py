@@ -187,7 +187,10 @@ class FederationService:
             self.api.performer = MembershipPerformer(server_name, signing_keys[0], client, self.keyring, roomserver)
         self.queue = OutboundQueue(server_name, store, client, cfg)
         if event_log is not None and roomserver is not None:
-            self.output_consumer = OutputConsumer(server_name, event_log, roomserver, self.queue)
+            performer = self.api.performer
+            self.output_consumer = OutputConsumer(
+                server_name, event_log, roomserver, self.queue,
+                invite_notifier=performer.notify_invite if performer is not None else None)
             self.edu_sender = EDUSender(server_name, event_log, roomserver, userapi, self.queue)
 
     async def start(self) -> None:

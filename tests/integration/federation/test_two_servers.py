@@ -294,3 +294,17 @@ async def test_local_knock_and_refusals(shared_servers):
     r = await hs1.http.post(f"/_matrix/client/v3/knock/{quote('!nope:' + hs1.name, safe='')}", json={},
                             headers=dave.headers)
     assert r.status_code == 404, r.text
+
+
+async def test_create_room_inviting_a_remote_user(shared_servers):
+    hs1, hs2 = shared_servers
+    alice, erin = await hs1.register("alice"), await hs2.register("erin")
+    since = (await hs2.matrix.sync(erin))["next_batch"]
+    room_id = await hs1.create_room(alice, preset="trusted_private_chat", is_direct=True, invite=[erin.user_id],
+                                    name="DM")
+    resp = await hs2.sync_until(erin, lambda r: room_id in r.get("rooms", {}).get("invite", {}), since=since)
+    invite_state = resp["rooms"]["invite"][room_id]["invite_state"]["events"]
+    me = [e for e in invite_state if e["type"] == "m.room.member" and e["state_key"] == erin.user_id]
+    assert me and me[0]["content"].get("is_direct") is True
+    await hs2.matrix.request(erin, "POST", f"/rooms/{quote(room_id, safe='')}/join", json={})
+    await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, erin.user_id, "join") for r in rs))
