@@ -64,9 +64,10 @@ class FakeRemote:
 
 
 async def make_room(proc: RoomInputProcessor, room_id: str, creator: str = "@alice:test.local",
-                    version: str = "10", preset: str = "public_chat", **kw: Any) -> str:
+                    version: str = "10", preset: str = "public_chat", create_pdu: dict[str, Any] | None = None,
+                    **kw: Any) -> str:
     return await proc.create(CreateRoomRequest(creator=creator, room_version=version, preset=preset, **kw),
-                             room_id, None)
+                             room_id, create_pdu)
 
 
 async def receive(proc: RoomInputProcessor, origin: str, room_id: str, *events: Event | dict[str, Any]
