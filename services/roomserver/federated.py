@@ -5,23 +5,28 @@ Called from `RoomInputProcessor.handle` for the input kinds "federated_pdus",
 
 1. format (`check_pdu_format`), room ID, and the event ID computed here (a PDU's own
    `event_id` is never trusted for v3+ rooms); already stored -> accepted, no-op;
-2. auth events: all must be stored (missing -> not stored, error), then
-   `check_event_auth` against them (a rejected auth event, one from another room...
-   -> stored as rejected, never in any state, never published);
-3. prev_events we do not have are asked of the origin (`MissingEventsFetcher`, at most
-   `MISSING_EVENTS_LIMIT` events per gap, each processed like any PDU, no recursion);
-   prevs still unknown are ignored: the state before the event is resolved over the
-   prevs we have (none with state -> the room's current state);
+2. auth events: missing ones are asked of the origin (`/event_auth` through the
+   `MissingEventsFetcher`) and stored as outliers after their own checks; still missing
+   -> not stored, error. Then `check_event_auth` against them (a rejected auth event,
+   one from another room... -> stored as rejected, never in any state, not published);
+3. prev_events we do not have are asked of the origin (`get_missing_events`, at most
+   `MISSING_EVENTS_LIMIT` events, each processed like any PDU, no recursion; at most
+   `MAX_FETCHES_PER_INPUT` fetches of either kind per input record); prevs still unknown
+   are ignored: the state before the event is resolved over the prevs we have (none with
+   known state -> the room's current state stands in);
 4. the state before the event: its single prev's state after, or `resolve_state` over
    the prevs' states; the auth rules against it (fail -> rejected);
 5. soft-fail: the auth rules against the room's current state (fail -> stored with its
    state, never a forward extremity, never in current state; published with
-   `soft_failed=True`, which consumers drop);
-6. otherwise accepted: state snapshot, forward extremities (prevs out, event in),
+   `soft_failed=True`, which consumers drop). A v3+ redaction that may not take effect
+   is accepted but published the same way;
+6. otherwise accepted: state snapshots, forward extremities (prevs out, event in),
    current state = the state after the event when it descends from every extremity,
-   else resolve(current state, state after the event); memberships; outbox.
+   else the resolution of the states after every forward extremity; memberships; outbox.
 
 Each PDU is committed in its own transaction (a transaction carries at most 50).
+Outliers (auth chains, join-response state, invites) are stored with before = after
+snapshot 0: "state unknown".
 """
 from __future__ import annotations
 
