@@ -323,7 +323,22 @@ class MembershipPerformer:
     # ---- join ---------------------------------------------------------------------------
     async def perform_join(self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]) -> str:
         candidates = self._candidates(room_id, servers)
-        server, version, template = await self._make("join", candidates, room_id, user_id, versions=True)
+        if not candidates:
+            raise not_found("No server to ask about this room")
+        errors: list[MatrixError] = []
+        for server in candidates:
+            try:
+                return await self._join_via(server, room_id, user_id, content)
+            except MatrixError as e:
+                if e.errcode == "M_INCOMPATIBLE_ROOM_VERSION":
+                    raise
+                log.info("join of %s to %s via %s failed: %s %s", user_id, room_id, server, e.errcode, e.error)
+                errors.append(e)
+        # The most telling answer: a refusal by a server over "unreachable / bad answer".
+        raise next((e for e in errors if 400 <= e.status < 500), errors[-1])
+
+    async def _join_via(self, server: str, room_id: str, user_id: str, content: dict[str, Any]) -> str:
+        server, version, template = await self._make("join", [server], room_id, user_id, versions=True)
         rv = get_room_version(version)
         ev = self._build_from_template(rv, template, room_id, user_id, "join", content)
         pdu = federation_form(ev.pdu, rv)

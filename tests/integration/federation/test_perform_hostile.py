@@ -129,8 +129,8 @@ async def test_junk_answers_are_errors_not_crashes(setup):
         assert rs.joined == []
 
 
-async def test_a_good_answer_joins(setup):
-    """The control: the same remote answering properly gets the room joined."""
+def good_room() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A small public room on REMOTE: (make_join template for BOB, its state events)."""
     now = int(time.time() * 1000)
     alice = f"@a:{REMOTE}"
     events: list[dict[str, Any]] = []
@@ -151,9 +151,40 @@ async def test_a_good_answer_joins(setup):
     t = {"type": "m.room.member", "room_id": ROOM, "sender": BOB, "state_key": BOB,
          "content": {"membership": "join"}, "prev_events": [ids["jr"]],
          "auth_events": [ids["create"], ids["pl"], ids["jr"]], "depth": 5, "origin_server_ts": now}
+    return t, events
+
+
+async def test_a_good_answer_joins(setup):
+    """The control: the same remote answering properly gets the room joined."""
+    t, events = good_room()
     performer, rs = setup(remote(lambda: (200, {"room_version": "11", "event": t}),
                                  lambda pdu: (200, {"origin": REMOTE, "state": events, "auth_chain": events})))
     assert await performer.perform_join(ROOM, BOB, [REMOTE], {"membership": "join", "displayname": "Bob"}) == "$joined"
     (room_id, version, join_pdu, state, chain), = rs.joined
     assert (room_id, version) == (ROOM, "11") and len(state) == 4 and len(chain) == 4
     assert join_pdu["content"] == {"membership": "join", "displayname": "Bob"} and "us.test" in join_pdu["signatures"]
+
+
+async def test_join_tries_the_next_server(setup):
+    """A failing first server (the via): the join goes through the next one (the room's)."""
+    t, events = good_room()
+    good = remote(lambda: (200, {"room_version": "11", "event": t}),
+                  lambda pdu: (200, {"origin": REMOTE, "state": events, "auth_chain": events}))
+    asked: list[int | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.port)
+        if request.url.port == 2 and "/make_join/" in request.url.path:
+            return httpx.Response(400, stream=httpx.ByteStream(b'{"errcode":"M_UNABLE_TO_AUTHORISE_JOIN"}'))
+        return good.handle_request(request)
+
+    performer, rs = setup(httpx.MockTransport(handler))
+    assert await performer.perform_join(ROOM, BOB, ["127.0.0.1:2"], {"membership": "join"}) == "$joined"
+    assert asked[0] == 2 and 1 in asked and len(rs.joined) == 1
+    # Every server refusing: the client gets a refusal, not a 502.
+    bad = httpx.MockTransport(lambda request: httpx.Response(
+        403, stream=httpx.ByteStream(b'{"errcode":"M_FORBIDDEN","error":"banned"}')))
+    performer, rs = setup(bad)
+    with pytest.raises(MatrixError) as ei:
+        await performer.perform_join(ROOM, BOB, ["127.0.0.1:2"], {"membership": "join"})
+    assert (ei.value.status, ei.value.errcode) == (403, "M_FORBIDDEN") and rs.joined == []
