@@ -15,7 +15,8 @@ Called from `RoomInputProcessor.handle` for the input kinds "federated_pdus",
    are ignored: the state before the event is resolved over the prevs we have (none with
    known state -> the room's current state stands in);
 4. the state before the event: its single prev's state after, or `resolve_state` over
-   the prevs' states; the auth rules against it (fail -> rejected);
+   the prevs' states; the auth rules against it (fail -> rejected; soft-failed when that
+   state was approximated because prevs are missing);
 5. soft-fail: the auth rules against the room's current state (fail -> stored with its
    state, never a forward extremity, never in current state; published with
    `soft_failed=True`, which consumers drop). A v3+ redaction that may not take effect
@@ -344,6 +345,9 @@ class FederatedInput:
             prev_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(prev_ids)))}
         with_state = [r for r in prev_rows.values()
                       if r.room_id == room.room_id and r.after_snapshot_nid != 0]
+        # Approximated (prevs missing or outliers): a failure against it is a soft-fail,
+        # not a rejection — the event's real state before may allow it.
+        state_known = len(with_state) == len(set(prev_ids))
         if not with_state:
             # No prev with known state (all missing, or outliers): the current state
             # stands in for it (documented limitation).
@@ -365,12 +369,15 @@ class FederatedInput:
             first = with_state[0]
             before_ref = await self._snapshot_for(
                 room, before_state, (await self._snapshot_info(first.after_snapshot_nid), states[0]))
+        soft_failed = False
         try:
             check_auth_rules(ev, await self._auth_state(ev, before_state))
         except AuthError as e:
-            await self._commit(room, rv, ev, before_ref, before_state, f"state before: {e.reason}")
-            return f"rejected: {e.reason}"
-        soft_failed = False
+            if state_known:
+                await self._commit(room, rv, ev, before_ref, before_state, f"state before: {e.reason}")
+                return f"rejected: {e.reason}"
+            log.info("soft-failing %s from %s (state before unknown): %s", ev.event_id, origin, e.reason)
+            soft_failed = True
         try:
             check_auth_rules(ev, await self._auth_state(ev, room.state))
         except AuthError as e:

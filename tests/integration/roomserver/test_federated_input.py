@@ -374,3 +374,18 @@ async def test_redactions_that_may_not_take_effect_are_not_delivered(processor: 
     res = await receive(processor, REMOTE, ROOM, own)
     rec = json.loads(sent[-1][3])
     assert rec["event"]["event_id"] == own.event_id and rec["soft_failed"] is False
+
+
+async def test_failure_at_an_approximated_state_is_a_soft_fail(processor: RoomInputProcessor, store) -> None:
+    remote = await joined_bob(processor)
+    room = await processor.room(ROOM)
+    state_then = {k: v[0] for k, v in room.state.items()}
+    await processor.send(NewEventRequest(room_id=ROOM, type="m.room.member", sender=ALICE, state_key=BOB,
+                                         content={"membership": "ban"}))
+    # Prevs we never get: the current state (bob banned) stands in, so we cannot know the
+    # event was not allowed where it was sent — soft-failed, not rejected.
+    m = await remote.message(BOB, "from the past", prev=["$never-seen"], state=state_then, depth=3)
+    res = await receive(processor, REMOTE, ROOM, m)
+    assert res == {"results": {m.event_id: None}, "soft_failed": [m.event_id]}
+    row = await store.get_event_row(m.event_id)
+    assert row.soft_failed and not row.rejected
