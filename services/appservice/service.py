@@ -223,7 +223,14 @@ class AppserviceService:
         self._protocol_cache: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
         self._senders_task: asyncio.Task[None] | None = None
         self.routers: list[Any] = build_thirdparty_routers(self, auth) if auth is not None else []
-        self.readiness_checks: list[Any] = []
+        self.readiness_checks: list[Any] = [self._db_ready]
+
+    async def _db_ready(self) -> bool:
+        try:
+            await self.db.ping()
+            return True
+        except Exception:  # readiness reports, never raises
+            return False
 
     async def _create_senders(self, services: list[AppService]) -> list[AppService]:
         """Create the AS senders' accounts; returns those the userapi could not be asked
