@@ -206,11 +206,15 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
                       servers: list[str] | None = None) -> dict[str, Any]:
         limit("join", device.user_id)
         _check_room_id(room_id)
-        if deps.federation is not None and not await is_resident(room_id) \
-                and (servers or domain(room_id) not in ("", deps.server_name) or not await rs.room_exists(room_id)):
+        via: list[str] = []
+        remote = False
+        if deps.federation is not None and not await is_resident(room_id):
+            # Through other servers: those given, whoever invited us (v12 room IDs name no server).
+            via = list(servers or []) + await remote_servers_for(room_id, device.user_id)
+            remote = bool(via) or domain(room_id) not in ("", deps.server_name) or not await rs.room_exists(room_id)
+        if remote:
             if device.is_guest:
                 raise _err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot join remote rooms")
-            via = list(servers or []) + await remote_servers_for(room_id, device.user_id)
             event_id = await deps.federation.perform_join(room_id, device.user_id, via,
                                                           await join_content(device, body))
             await wait_for(event_id)
