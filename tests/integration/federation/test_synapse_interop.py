@@ -121,3 +121,32 @@ async def test_axon_joins_a_synapse_room_and_back(axon_and_synapse):
     await ax.sync_until(alice, lambda x: spriv in x.get("rooms", {}).get("invite", {}))
     await ax.matrix.request(alice, "POST", f"/rooms/{quote(spriv, safe='')}/join", json={})
     await sam.sync_until(lambda rs: any(has_member(x, spriv, alice.user_id, "join") for x in rs))
+
+    # Aliases: an Axon user joins a Synapse room by its alias (/query/directory to Synapse).
+    local = f"pub{uuid.uuid4().hex[:6]}"
+    aliased = (await sam.req("POST", "/createRoom", json={"preset": "public_chat", "room_alias_name": local}))
+    bob = await ax.register("bob")
+    got = await ax.matrix.request(bob, "POST", f"/join/{quote(f'#{local}:{syn.name}', safe='')}", json={})
+    assert got["room_id"] == aliased["room_id"]
+
+    # Rejecting a Synapse invite (make_leave/send_leave against Synapse).
+    nope = (await sam.req("POST", "/createRoom", json={"preset": "private_chat"}))["room_id"]
+    await sam.req("POST", f"/rooms/{quote(nope, safe='')}/invite", json={"user_id": bob.user_id})
+    await ax.sync_until(bob, lambda x: nope in x.get("rooms", {}).get("invite", {}))
+    await ax.matrix.request(bob, "POST", f"/rooms/{quote(nope, safe='')}/leave", json={})
+    await sam.sync_until(lambda rs: any(has_member(x, nope, bob.user_id, "leave") for x in rs))
+
+    # Knocking on a Synapse room, let in by an invite.
+    knock_room = (await sam.req("POST", "/createRoom", json={"initial_state": [
+        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}))["room_id"]
+    await ax.matrix.request(bob, "POST", f"/knock/{quote(knock_room, safe='')}?via={quote(syn.name)}",
+                            json={"reason": "please"})
+    await sam.sync_until(lambda rs: any(has_member(x, knock_room, bob.user_id, "knock") for x in rs))
+    await sam.req("POST", f"/rooms/{quote(knock_room, safe='')}/invite", json={"user_id": bob.user_id})
+    await ax.sync_until(bob, lambda x: knock_room in x.get("rooms", {}).get("invite", {}))
+
+    # A Synapse user leaves an Axon room; Alice bans him from another.
+    await sam.req("POST", f"/rooms/{quote(aroom, safe='')}/leave", json={})
+    await sync_seen(ax, alice, lambda rs: any(has_member(x, aroom, sam.user_id, "leave") for x in rs))
+    await ax.matrix.request(alice, "POST", f"/rooms/{priv}/ban", json={"user_id": sam.user_id})
+    await sam.sync_until(lambda rs: any(priv in x.get("rooms", {}).get("leave", {}) for x in rs))
