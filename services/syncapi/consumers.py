@@ -34,6 +34,7 @@ from services.syncapi.api import (
 )
 from services.syncapi.activity import SyncActivity
 from services.syncapi.broadcast import channel_for, publish
+from services.syncapi.groupcommit import GroupCommitter
 from services.syncapi.storage.store import SyncStore
 from services.syncapi.streams import Notifier, Positions, TypingState
 from services.userapi.api import UserAPI
@@ -389,6 +390,8 @@ class SyncConsumers:
         self.group_prefix = group_prefix
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
         self._runners: list[KeyedRunner] = []
+        # Rooms' batches arriving together share one transaction (see groupcommit.py).
+        self.outputs: GroupCommitter[OutputNewEvent, bool] = GroupCommitter(projector.on_outputs)
 
     async def start(self) -> None:
         # Create what is missing (existing topics are left as their owners made them).
@@ -449,7 +452,7 @@ class SyncConsumers:
             if rec is not None:
                 recs.append(rec)
         if recs:
-            await self.projector.on_outputs(recs)
+            await self.outputs.submit(recs)
 
     async def _handle_output(self, record: Record) -> None:
         obj = self._decode(record)

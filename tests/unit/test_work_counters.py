@@ -103,3 +103,45 @@ async def test_syncapi_events_projected_counted(tmp_path: Any) -> None:
         assert h.projector.events_projected == len(recs)
     finally:
         await db.close()
+
+
+class _GatedReplies:
+    """Each reply waits until every reply of the batch has started."""
+
+    def __init__(self, n: int, fail_on: int | None = None) -> None:
+        import asyncio
+
+        self.n = n
+        self.started = 0
+        self.all_started = asyncio.Event()
+        self.fail_on = fail_on
+        self.sent: list[bytes] = []
+
+    async def reply(self, record: Any, value: bytes) -> bool:
+        import asyncio
+
+        self.started += 1
+        if self.started == self.n:
+            self.all_started.set()
+        await asyncio.wait_for(self.all_started.wait(), 2)
+        if record.offset == self.fail_on:
+            raise RuntimeError("broker gone")
+        self.sent.append(value)
+        return True
+
+
+async def test_roomserver_batch_replies_go_out_together() -> None:
+    recs = [Record("roomserver.input", 0, i, "!r", encode_input("new_event", {"good": True}, f"q{i}"))
+            for i in range(5)]
+    gated = _GatedReplies(len(recs))
+    await InputConsumer(_FakeProcessor(), gated).handle_batch(recs)  # type: ignore[arg-type]
+    assert len(gated.sent) == 5  # (sequential replies would time out waiting for each other)
+
+
+async def test_roomserver_failed_reply_fails_the_batch_after_the_others() -> None:
+    recs = [Record("roomserver.input", 0, i, "!r", encode_input("new_event", {"good": True}, f"q{i}"))
+            for i in range(3)]
+    gated = _GatedReplies(len(recs), fail_on=1)
+    with pytest.raises(RuntimeError):
+        await InputConsumer(_FakeProcessor(), gated).handle_batch(recs)  # type: ignore[arg-type]
+    assert len(gated.sent) == 2  # the other replies still went out
