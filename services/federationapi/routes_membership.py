@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 from fastapi import APIRouter, Depends, Query, Request
 
 from libs.errors import MatrixError, bad_json, forbidden, incompatible_room_version, not_found
-from libs.events.room_versions import ROOM_VERSIONS, RoomVersion, get_room_version
+from libs.events.room_versions import ROOM_VERSIONS, EventFormat, RoomVersion, get_room_version
 from libs.events.signing import SigningKey, sign_event
 from services.roomserver.api import RoomserverAPI
 from services.userapi.api import UserAPI
@@ -56,7 +56,7 @@ def _check_remote_user(user_id: str, origin: str) -> None:
 async def _checked_membership_pdu(ctx: MembershipRoutesContext, origin: str, room_id: str, event_id: str,
                                   pdu: dict[str, Any], rv: RoomVersion, membership: str) -> dict[str, Any]:
     """The PDU of a send_join/send_leave/send_knock or invite, checked apart from auth."""
-    pdu = federation_form(pdu, rv) if "event_id" in pdu and rv.event_format.name != "V1" else pdu
+    pdu = federation_form(pdu, rv) if "event_id" in pdu and rv.event_format is not EventFormat.V1 else pdu
     content = pdu.get("content")
     if (membership == "join" and rv.restricted_join_rule and isinstance(content, dict)
             and domain_of(content.get("join_authorised_via_users_server")) == ctx.server_name):
