@@ -435,10 +435,40 @@ class MembershipPerformer:
 
     async def perform_leave(self, room_id: str, user_id: str, servers: list[str],
                             content: dict[str, Any]) -> str:
-        event_id, version, pdu, _ = await self._make_send("leave", room_id, user_id, servers, content,
-                                                          f"{FED_V2}/send_leave")
+        try:
+            event_id, version, pdu, _ = await self._make_send("leave", room_id, user_id, servers, content,
+                                                              f"{FED_V2}/send_leave")
+        except MatrixError as e:
+            if e.status < 500 and e.errcode != "M_NOT_FOUND":
+                raise
+            # No server of the room answers: the user still gets rid of the invite/knock
+            # here (the room's servers will not know until the user joins again).
+            log.info("leaving %s locally only: %s", room_id, e.error)
+            return await self._local_leave(room_id, user_id, content)
         await self._store_outlier(version, pdu, [])
         return event_id
+
+    async def _local_leave(self, room_id: str, user_id: str, content: dict[str, Any]) -> str:
+        """A leave of our user following their invite/knock, signed by us alone and kept as
+        an outlier (never sent: it builds on nothing the room's servers would accept)."""
+        version = await self.roomserver.get_room_version(room_id)
+        m = await self.roomserver.get_membership(room_id, user_id)
+        if version is None or m is None:
+            raise not_found("Unknown room")
+        before = await self.roomserver.get_event(m.event_id)
+        if before is None:
+            raise not_found("Unknown room")
+        rv = get_room_version(version)
+        depth = before.get("depth")
+        depth = depth + 1 if isinstance(depth, int) and not isinstance(depth, bool) else 1
+        event_id = f"${secrets.token_urlsafe(18)}:{self.server_name}" if rv.event_format is EventFormat.V1 else None
+        ev = build_event(rv, type="m.room.member", sender=user_id, room_id=room_id,
+                         content={**content, "membership": "leave"}, prev_events=[m.event_id],
+                         auth_events=[m.event_id], depth=depth, origin_server_ts=_now_ms(),
+                         server_name=self.server_name, signing_key=self.signing_key, state_key=user_id,
+                         event_id=event_id)
+        await self._store_outlier(version, federation_form(ev.pdu, rv), [])
+        return ev.event_id
 
     async def perform_knock(self, room_id: str, user_id: str, servers: list[str],
                             content: dict[str, Any]) -> str:

@@ -36,17 +36,6 @@ def has_member(resp: dict[str, Any], room_id: str, user_id: str, membership: str
                and e.get("content", {}).get("membership") == membership for e in joined_events(resp, room_id))
 
 
-class Seen:
-    """Accumulates what incremental /sync responses showed (predicates over history)."""
-
-    def __init__(self) -> None:
-        self.responses: list[dict[str, Any]] = []
-
-    def add(self, resp: dict[str, Any]) -> dict[str, Any]:
-        self.responses.append(resp)
-        return resp
-
-
 async def sync_seen(srv: FedServer, user: User, pred, deadline_s: float = 30.0) -> list[dict[str, Any]]:
     """Sync from the start until `pred(all responses so far)` holds."""
     seen: list[dict[str, Any]] = []
@@ -308,3 +297,22 @@ async def test_create_room_inviting_a_remote_user(shared_servers):
     assert me and me[0]["content"].get("is_direct") is True
     await hs2.matrix.request(erin, "POST", f"/rooms/{quote(room_id, safe='')}/join", json={})
     await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, erin.user_id, "join") for r in rs))
+
+
+async def test_rejecting_an_invite_when_the_room_is_unreachable(shared_servers, monkeypatch):
+    hs1, hs2 = shared_servers
+    alice, frank = await hs1.register("alice"), await hs2.register("frank")
+    room_id = await hs1.create_room(alice, preset="private_chat")
+    await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": frank.user_id})
+    resp = await hs2.sync_until(frank, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
+
+    async def unreachable(*a, **k):
+        from libs.errors import MatrixError
+        raise MatrixError(502, "M_UNKNOWN", "unreachable")
+
+    monkeypatch.setattr(hs2.federation.api.performer, "_make", unreachable)
+    await hs2.matrix.request(frank, "POST", f"/rooms/{quote(room_id, safe='')}/leave", json={})
+    # Rejected here at least: out of `invite`, into `leave`; the inviting server never heard.
+    await hs2.sync_until(frank, lambda r: room_id in r.get("rooms", {}).get("leave", {}), since=resp["next_batch"])
+    m = await hs1.roomserver.get_membership(room_id, frank.user_id)
+    assert m is not None and m.membership == "invite"
