@@ -25,7 +25,9 @@ Called from `RoomInputProcessor.handle` for the input kinds "federated_pdus",
    current state = the state after the event when it descends from every extremity,
    else the resolution of the states after every forward extremity; memberships; outbox.
 
-Each PDU is committed in its own transaction (a transaction carries at most 50).
+Each PDU is committed in its own transaction (a transaction carries at most 50), except
+runs of non-state events descending from every forward extremity (the fast path: state
+before = current state, no state change), committed together before anything else.
 Outliers (auth chains, join-response state, invites) are stored with before = after
 snapshot 0: "state unknown".
 """
@@ -139,6 +141,11 @@ class FederatedInput:
         self.fetcher = fetcher
         self._snapshots: OrderedDict[int, State] = OrderedDict()
         self._fetch_budget = 0  # set per input record by `receive`
+        # Fast-path events staged by `receive`, committed together by `_flush`.
+        self._batching = False
+        self._pending: PersistBatch | None = None
+        self._pending_ext_before: dict[str, tuple[int, int]] = {}
+        self._pending_ids: set[str] = set()
         self._infos: dict[int, SnapshotInfo] = {}  # snapshots never change
         self._max_snapshots = max_cached_snapshots
 
@@ -256,17 +263,65 @@ class FederatedInput:
                 events.append(ev)
         events.sort(key=lambda e: e.depth)
         self._fetch_budget = MAX_FETCHES_PER_INPUT  # the room's worker (and the /send answer) waits for each
-        for ev in events:
-            try:
-                outcome = await self.process(room, rv, origin, ev, fetch_missing=True)
-            except NotStoredError as e:
-                results[ev.event_id] = str(e)
-                continue
-            if outcome == "soft_failed":
-                soft.append(ev.event_id)
-            elif outcome != "accepted":
-                results[ev.event_id] = outcome
+        self._batching = True
+        try:
+            for ev in events:
+                try:
+                    outcome = await self.process(room, rv, origin, ev, fetch_missing=True)
+                except NotStoredError as e:
+                    results[ev.event_id] = str(e)
+                    continue
+                if outcome == "soft_failed":
+                    soft.append(ev.event_id)
+                elif outcome != "accepted":
+                    results[ev.event_id] = outcome
+            await self._flush(room)
+        except BaseException:
+            self._pending, self._pending_ids = None, set()
+            self.proc.forget_room(room.room_id)
+            raise
+        finally:
+            self._batching = False
         return {"results": results, "soft_failed": soft}
+
+    # ---- the fast path: a linear run of non-state events, committed together ----------------
+    def _fast_path(self, room: RoomInfo, ev: Event, rows: dict[str, Any]) -> bool:
+        """A message (no state) that descends from every forward extremity and cites
+        stored auth events: its state before IS the current state, and it changes no
+        state, so it can wait in memory and be committed with the next ones."""
+        return (self._batching and not ev.is_state() and bool(room.extremities)
+                and set(ev.prev_event_ids) == set(room.extremities)
+                and all(a in rows for a in ev.full_auth_event_ids)
+                and isinstance(room.snapshot, SnapshotInfo) and room.snapshot.nid != 0)
+
+    async def _stage_fast(self, room: RoomInfo, rv: RoomVersion, ev: Event, deliver: bool) -> None:
+        type_nid = (await self.store.intern_types([ev.type]))[ev.type]
+        if self._pending is None:
+            self._pending = PersistBatch(room_nid=room.room_nid, events=[])
+            self._pending_ext_before = dict(room.extremities)
+        snap = room.snapshot
+        output = OutputNewEvent(event=_pdu_for_output(ev), room_version=rv.identifier, state_added=[],
+                                state_removed=[], soft_failed=not deliver,
+                                last_sent_event_id=room.last_sent_event_id)
+        self._pending.events.append(PersistEvent(
+            event_id=ev.event_id, json=encode_canonical_json(ev.pdu, strict=rv.strict_canonicaljson).decode(),
+            type_nid=type_nid, state_key_nid=None, depth=ev.depth, before=snap, after=snap, output=asdict(output),
+        ))
+        for pid in ev.prev_event_ids:
+            room.extremities.pop(pid, None)
+        room.extremities[ev.event_id] = (0, ev.depth)
+        room.last_sent_event_id = ev.event_id
+        self._pending.last_sent_event_id = ev.event_id
+        self._pending_ids.add(ev.event_id)
+        self.proc._cache_event(ev)
+
+    async def _flush(self, room: RoomInfo) -> None:
+        """Commit the staged fast-path events (before anything that reads the database)."""
+        if self._pending is None:
+            return
+        batch, ext_before = self._pending, self._pending_ext_before
+        self._pending, self._pending_ids = None, set()
+        await self.proc._persist(room, batch, ext_before)
 
     def _may_fetch(self, fetch_missing: bool) -> bool:
         if not fetch_missing or self.fetcher is None or self._fetch_budget <= 0:
@@ -312,6 +367,8 @@ class FederatedInput:
         # One query for the event itself (dedupe), its auth events and its prevs.
         rows = {r.event_id: r for r in await self.store.get_event_rows(
             list(dict.fromkeys([ev.event_id, *auth_ids, *prev_ids])))}
+        if ev.event_id in self._pending_ids:
+            return "accepted"
         existing = rows.get(ev.event_id)
         if existing is not None:
             if existing.room_id != room.room_id:
@@ -320,6 +377,19 @@ class FederatedInput:
                 f"rejected: {ev.event_id} was rejected before" if existing.rejected else "accepted")
         if ev.type == "m.room.create":
             raise NotStoredError("the room already has a create event")
+        if self._fast_path(room, ev, rows):
+            auth_events = [Event(rows[a].pdu, get_room_version(rows[a].room_version), a)
+                           for a in dict.fromkeys(auth_ids)]
+            try:
+                check_event_auth(ev, auth_events,
+                                 rejected_event_ids={a for a in auth_ids if rows[a].rejected})
+                check_auth_rules(ev, await self._auth_state(ev, room.state))
+            except AuthError:
+                pass  # the ordinary path stores the rejection, with its reason
+            else:
+                await self._stage_fast(room, rv, ev, await self._redaction_may_apply(room, ev))
+                return "accepted"
+        await self._flush(room)  # the ordinary path reads the database
         # Auth events: all must be known; missing ones are asked of the origin (its
         # /event_auth of the event), stored as outliers once they pass their own checks.
         auth_rows = {a: rows[a] for a in auth_ids if a in rows}
@@ -425,6 +495,7 @@ class FederatedInput:
                 await self.process(room, rv, origin, m, fetch_missing=False)
             except NotStoredError as e:
                 log.info("missing event %s from %s not stored: %s", m.event_id, origin, e)
+        await self._flush(room)  # the caller reads its prevs from the database next
 
     async def _fetch_auth(self, room: RoomInfo, rv: RoomVersion, origin: str, ev: Event) -> None:
         get_event_auth = getattr(self.fetcher, "get_event_auth", None)

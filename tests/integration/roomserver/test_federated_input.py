@@ -389,3 +389,45 @@ async def test_failure_at_an_approximated_state_is_a_soft_fail(processor: RoomIn
     assert res == {"results": {m.event_id: None}, "soft_failed": [m.event_id]}
     row = await store.get_event_row(m.event_id)
     assert row.soft_failed and not row.rejected
+
+
+async def test_a_mixed_transaction_through_the_fast_path(processor: RoomInputProcessor, store) -> None:
+    import json
+
+    sent: list[Any] = []
+    remote = await joined_bob(processor)
+    await processor.send(NewEventRequest(room_id=ROOM, type="m.room.power_levels", sender=ALICE, state_key="",
+                                         content={"users": {ALICE: 100, BOB: 50}, "state_default": 50}))
+    processor.on_committed = sent.extend
+    room = await processor.room(ROOM)
+    state = {k: v[0] for k, v in room.state.items()}
+    (tip, (_n, d)), = room.extremities.items()
+    m1 = await remote.message(BOB, "1", prev=[tip], depth=d + 1, state=state)
+    m2 = await remote.message(BOB, "2", prev=[m1.event_id], depth=d + 2, state=state)
+    eve = await FakeRemote(processor, ROOM, server=OTHER, key=OTHER_KEY).message(
+        CAROL, "not joined", prev=[m2.event_id], depth=d + 3, state=state)
+    topic = await remote.event("m.room.topic", BOB, {"topic": "t"}, state_key="", prev=[m2.event_id],
+                               depth=d + 3, state=state)
+    m3 = await remote.message(BOB, "3", prev=[topic.event_id], depth=d + 4, state=state)
+    m4 = await remote.message(BOB, "4", prev=[m3.event_id], depth=d + 5, state=state)
+    res = await receive(processor, REMOTE, ROOM, m1, m2, eve, topic, m3, m4)
+    r = res["results"]
+    assert [r[e.event_id] for e in (m1, m2, topic, m3, m4)] == [None] * 5 and "rejected" in r[eve.event_id]
+    # Outputs in depth order, each pointing at the one before.
+    recs = [json.loads(x[3]) for x in sent]
+    assert [x["event"]["event_id"] for x in recs] == [m1.event_id, m2.event_id, topic.event_id, m3.event_id,
+                                                       m4.event_id]
+    assert [x["last_sent_event_id"] for x in recs[1:]] == [m1.event_id, m2.event_id, topic.event_id, m3.event_id]
+    assert recs[2]["state_added"] == [topic.event_id]
+    fresh = RoomInputProcessor(store, "test.local", processor.signing_key)
+    loaded = await fresh.room(ROOM)
+    assert list(loaded.extremities) == [m4.event_id] == list((await processor.room(ROOM)).extremities)
+    assert loaded.state[("m.room.topic", "")][0] == topic.event_id
+    for e in (m1, m2, m3, m4):
+        row = await store.get_event_row(e.event_id)
+        assert row is not None and not row.rejected
+    assert (await store.get_event_row(m4.event_id)).before_snapshot_nid == \
+        (await store.get_event_row(topic.event_id)).after_snapshot_nid
+    # The same transaction again: all already there.
+    again = await receive(processor, REMOTE, ROOM, m1, m2, topic, m3, m4)
+    assert all(v is None for v in again["results"].values())
