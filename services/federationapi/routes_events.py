@@ -21,6 +21,7 @@ from libs.events.redaction import redact
 from libs.events.room_versions import EventFormat, UnsupportedRoomVersion, get_room_version
 from services.roomserver.api import RoomserverAPI
 
+from .acl import ACL_EVENT_TYPE, server_acl_allows
 from .auth import FederationAuth
 
 MAX_BACKFILL = 100
@@ -38,6 +39,9 @@ def build_events_router(server_name: str, auth: FederationAuth, roomserver: Room
     async def check_access(origin: str, room_id: str) -> None:
         if await roomserver.get_room_version(room_id) is None:
             raise not_found(f"unknown room {room_id}")
+        acl = await roomserver.get_state_event(room_id, ACL_EVENT_TYPE, "")
+        if acl is not None and not server_acl_allows(acl.get("content"), origin):
+            raise forbidden(f"{origin} is denied by the room's server ACL")
         if any(_domain(m) == origin for m in await roomserver.get_joined_members(room_id)):
             return
         hv = await roomserver.get_state_event(room_id, "m.room.history_visibility", "")

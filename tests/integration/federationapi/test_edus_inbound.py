@@ -47,3 +47,28 @@ async def test_server_acl_applies_to_edus_and_pdus(fed, monkeypatch):  # noqa: F
     assert r.status_code == 200
     assert len(sink.batches) == 1
     assert {"ephemeral.typing", "ephemeral.receipts"} <= {t for t, _, _ in pub.records}
+
+
+async def test_server_acl_applies_to_room_reads(fed, monkeypatch):  # noqa: F811
+    """/state_ids (and every read route naming a room) refuses a server the ACL denies."""
+    from urllib.parse import quote
+
+    from services.federationapi.xmatrix import sign_request
+
+    from .test_send import REMOTE
+
+    async def state_ids(self, room_id, event_id):
+        return ["$s"], ["$a"]
+
+    monkeypatch.setattr(FakeRoomserver, "get_state_ids_and_auth_chain_ids", state_ids, raising=False)
+    c, _sink, _pub = fed
+    uri = f"/_matrix/federation/v1/state_ids/{quote(ROOM)}?event_id=%24e"
+
+    async def get():
+        return await c.get(uri, headers={"Authorization": sign_request(REMOTE, "remote.test", "us.test", "GET", uri)})
+
+    r = await get()
+    assert r.status_code == 200 and r.json() == {"pdu_ids": ["$s"], "auth_chain_ids": ["$a"]}
+    monkeypatch.setattr(FakeRoomserver, "acl", {"allow": ["*"], "deny": ["remote.*"]})
+    r = await get()
+    assert r.status_code == 403 and "server ACL" in r.json()["error"]
