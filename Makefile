@@ -72,8 +72,9 @@ cluster-stop:
 cluster-status:
 	$(CLUSTER_ENV) scripts/cluster.sh status
 
+# The Axon<->Synapse federation interop test (a real Synapse over loopback TLS) runs in CI.
 test: install-test services
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	AXON_SYNAPSE_INTEROP=$${AXON_SYNAPSE_INTEROP-1} $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Deploy artifacts, offline: route-table files current, dclint on deploy/compose.yaml,
 # deploy/k8s rendered and validated (kubernetes-validate). `make test` runs the same
