@@ -5,7 +5,8 @@ Reads SYTEST_CONFIG_JSON and the SYTEST_* environment, writes an Axon config
 under SYTEST_HS_DIR and execs `axon run --config ...` (embedded mode: SQLite +
 embedded log), so SyTest's SIGINT reaches the server directly. The client API is
 served on plain HTTP at SYTEST_HTTP_PORT (run SyTest with --hs-client-http) and
-the same app over TLS at SYTEST_HTTPS_PORT (federation and key paths).
+the same app over TLS at SYTEST_HTTPS_PORT (federation and key paths;
+federation is on, towards loopback, without certificate verification).
 
 Kept importable (`build_config`) so the translation is unit-tested.
 """
@@ -51,8 +52,22 @@ def build_config(sytest: Mapping[str, Any], env: Mapping[str, str]) -> dict[str,
         },
         "rate_limiting": {"enabled": False},
         "media": {"store_path": os.path.join(hs_dir, "media")},
-        # SyTest's fake servers live on loopback.
-        "federation": {"block_private_addresses": False, "trusted_key_servers": []},
+        # The federation API is served on the TLS listener (SyTest's federation port is
+        # the https port). SyTest's fake servers live on loopback with certificates from
+        # its own CA (verification off: their names are not always the cert's), their
+        # keys are fetched directly (no notary), and they come and go, so a failed
+        # destination is retried soon instead of after minutes.
+        "federation": {
+            "enabled": True,
+            "block_private_addresses": False,
+            "trusted_key_servers": [],
+            "verify_tls": False,
+            "connect_timeout_s": 5.0,
+            "request_timeout_s": 20.0,
+            "max_retries": 0,
+            "retry_initial_backoff_s": 0.5,
+            "retry_max_backoff_s": 2.0,
+        },
         # SyTest sends ?access_token= on most requests.
         "client": {"allow_query_access_token": True},
         # SyTest's application services (registration YAMLs it wrote) listen on loopback

@@ -47,3 +47,16 @@ def test_ports_fall_back_to_environment(tmp_path: pathlib.Path) -> None:
     conf = _adapter().build_config({}, env)
     assert conf["server_name"] == "localhost:18102"
     assert conf["listen"]["port"] == 18103 and conf["listen"]["tls_port"] == 18102
+
+
+def test_federation_enabled_towards_sytest_fake_servers(tmp_path: pathlib.Path) -> None:
+    env = {"SYTEST_HS_DIR": str(tmp_path), "SYTEST_HTTPS_PORT": "18102", "SYTEST_HTTP_PORT": "18103",
+           "SYTEST_BIND_HOST": "localhost", "SYTEST_TLS_CERT": "c", "SYTEST_TLS_KEY": "k"}
+    path = tmp_path / "axon.yaml"
+    path.write_text(json.dumps(_adapter().build_config({}, env)))
+    cfg = load_config(str(path), environ={})
+    # SyTest's federation port is the https port: the TLS listener serves the federation API.
+    assert cfg.federation.enabled and cfg.listen.tls_port == 18102
+    assert not cfg.federation.verify_tls and not cfg.federation.block_private_addresses
+    assert cfg.federation.trusted_key_servers == []
+    assert cfg.federation.retry_max_backoff_s <= 5
