@@ -149,6 +149,10 @@ class OutboundQueue:
             if delay <= 0 and not await self._has_pending(destination):
                 self._workers.pop(destination, None)
                 await self.store.release_destination(destination, self.instance_id)
+                if wake.is_set() and destination not in self._workers:
+                    # An enqueue came while we were leaving (it saw this task alive and
+                    # only woke it): start over rather than wait for the scanner's poll.
+                    self._ensure_worker(destination)
                 return  # idle: a new enqueue or the scanner starts a new worker
             try:
                 await asyncio.wait_for(wake.wait(), timeout=delay if delay > 0 else self.poll_interval_s)

@@ -316,3 +316,25 @@ async def test_rejecting_an_invite_when_the_room_is_unreachable(shared_servers, 
     await hs2.sync_until(frank, lambda r: room_id in r.get("rooms", {}).get("leave", {}), since=resp["next_batch"])
     m = await hs1.roomserver.get_membership(room_id, frank.user_id)
     assert m is not None and m.membership == "invite"
+
+
+async def test_messages_reach_the_other_server_promptly(shared_servers):
+    """Back-to-back sends: none waits for the outbound queue's 5 s scanner (an enqueue that
+    raced the destination worker's exit used to)."""
+    import asyncio
+    import time
+
+    hs1, hs2 = shared_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    room_id = await public_room(hs1, alice)
+    await join_remote(hs2, bob, room_id, via=hs1.name)
+    worst = 0.0
+    for i in range(30):
+        t = time.monotonic()
+        eid = await hs1.matrix.send(alice, room_id, f"quick {i}")
+        # Poll tightly: the next send then starts while the queue's worker is going idle.
+        while await hs2.roomserver.get_event(eid) is None:
+            assert time.monotonic() - t < 10, f"message {i} not on hs2"
+            await asyncio.sleep(0.005)
+        worst = max(worst, time.monotonic() - t)
+    assert worst < 3.5, worst
