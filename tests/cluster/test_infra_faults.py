@@ -39,8 +39,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.kafka]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
-ROOMS = 6
-PER_ROOM = 12
+ROOMS = 5
+PER_ROOM = 10
 # A request may take this long (client-side), then it counts as a hang.
 REQUEST_DEADLINE_S = 40.0
 FIGURES: dict[str, object] = {}
@@ -71,6 +71,17 @@ def _kafka_libs(env: dict[str, str]) -> str | None:
     return None
 
 
+def _kill_if_ours(pidf: Path, marker: str) -> None:
+    """SIGKILL the pid in `pidf` only if its command line names `marker` (our work dir)."""
+    try:
+        pid = int(pidf.read_text().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if marker.encode() in f.read():
+                os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
 @pytest.fixture(scope="module")
 def infra() -> Iterator[Infra]:
     pg, kafka = os.environ.get("AXON_TEST_POSTGRES"), os.environ.get("AXON_TEST_KAFKA")
@@ -79,11 +90,11 @@ def infra() -> Iterator[Infra]:
     # /tmp, mode 755: the private PostgreSQL runs as the `postgres` user when we are root.
     work = Path(tempfile.mkdtemp(prefix="axon-infra-", dir="/tmp"))
     work.chmod(0o755)
-    base = free_port_block(12)
-    kport, pport = base + 8, base + 10
+    base = free_port_block(16)  # router, the services (up to 11), broker (2), database
+    kport, pport = base + 12, base + 14
     env = dict(os.environ)
     env.update({
-        "KAFKA_DIR": str(work / "kafka"), "KAFKA_PORT": str(kport), "KAFKA_CONTROLLER_PORT": str(base + 9),
+        "KAFKA_DIR": str(work / "kafka"), "KAFKA_PORT": str(kport), "KAFKA_CONTROLLER_PORT": str(base + 13),
         "KAFKA_HEAP": "-Xms128m -Xmx384m -XX:TieredStopAtLevel=1",  # (C1 only: a faster start)
         "PG_DIR": str(work / "pg"), "PG_PORT": str(pport),
         "CLUSTER_DIR": str(work / "cluster"), "ROUTER_PORT": str(base), "BASE_PORT": str(base + 1),
@@ -97,12 +108,14 @@ def infra() -> Iterator[Infra]:
                   pg_dsn=f"postgresql://postgres@127.0.0.1:{pport}/axon_infra", service_ports={})
     try:
         # Broker and database start in parallel (the JVM is the slow one).
+        t0 = time.monotonic()
         procs = [subprocess.Popen([str(SCRIPTS / s), "start"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for s in ("kafka.sh", "postgres.sh")]
         for p in procs:
             out, _ = p.communicate(timeout=240)
             if p.returncode != 0:
                 pytest.fail(f"{p.args[0]} start failed:\n{out[-4000:]}")
+        t1 = time.monotonic()
         r = infra.script("cluster.sh", "start", timeout=300)
         if r.returncode != 0:
             pytest.fail(f"cluster did not start:\n{r.stderr[-3000:]}\n--- stdout ---\n{r.stdout[-5000:]}")
@@ -110,19 +123,19 @@ def infra() -> Iterator[Infra]:
             _pid, what, name, port = line.split()
             if what == "run-service":
                 infra.service_ports[name] = int(port)
+        FIGURES["setup"] = {"broker_and_db_start_s": round(t1 - t0, 1),
+                            "cluster_start_s": round(time.monotonic() - t1, 1)}
+        print("setup figures:", FIGURES["setup"])
         yield infra
     finally:
-        for args in (("cluster.sh", "stop"), ("kafka.sh", "stop"), ("postgres.sh", "stop")):
+        for args in (("cluster.sh", "stop"), ("postgres.sh", "stop")):
             try:
                 infra.script(*args, timeout=90)
             except Exception as e:  # keep cleaning up
                 print(f"cleanup {args}: {e!r}")
         pidf = work / "kafka" / "pid"
-        if pidf.exists():  # stop failed to remove it: the broker may still run
-            try:
-                os.kill(int(pidf.read_text().strip()), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+        if pidf.exists():  # our own broker, its data is deleted next: no graceful shutdown needed
+            _kill_if_ours(pidf, str(work))
         if os.environ.get("AXON_INFRA_KEEP"):  # for debugging: logs under work/cluster/logs
             print(f"kept {work}")
         else:
@@ -137,6 +150,7 @@ class Attempts:
     bad: list[str] = field(default_factory=list)  # 500s, non-Matrix bodies, hangs
     slowest_s: float = 0.0
     ok_times: list[float] = field(default_factory=list)
+    failed_txns: set[str] = field(default_factory=set)  # sends that failed at least once
 
 
 async def send_recording(http: httpx.AsyncClient, user: User, room_id: str, txn: str, body: str,
@@ -154,6 +168,7 @@ async def send_recording(http: httpx.AsyncClient, user: User, room_id: str, txn:
             continue
         except httpx.TransportError as e:
             attempts.failed.append((t0, f"transport {type(e).__name__}"))
+            attempts.failed_txns.add(f"{room_id}/{txn}")
             await asyncio.sleep(0.3)
             continue
         took = time.monotonic() - t0
@@ -171,6 +186,7 @@ async def send_recording(http: httpx.AsyncClient, user: User, room_id: str, txn:
                 if errcode != "M_UNKNOWN":
                     attempts.bad.append(f"503 without M_UNKNOWN: {r.text[:200]}")
             attempts.failed.append((t0, str(r.status_code)))
+            attempts.failed_txns.add(f"{room_id}/{txn}")
         else:
             attempts.bad.append(f"{r.status_code}: {r.text[:200]}")
         await asyncio.sleep(0.3)
@@ -225,6 +241,23 @@ async def _check_delivery(http: httpx.AsyncClient, alice: User, collectors: list
     assert check_exactly_once_in_order(history, acked) == []
 
 
+async def _probe_messages(http: httpx.AsyncClient, user: User, room_id: str) -> str:
+    """GET /messages (served from the database): "200", "503 M_UNKNOWN", or what else came."""
+    try:
+        r = await http.get(f"{CS}/rooms/{quote(room_id, safe='')}/messages", headers=user.headers,
+                           params={"dir": "b", "limit": 5}, timeout=REQUEST_DEADLINE_S)
+    except httpx.TimeoutException:
+        return "hang"
+    except httpx.TransportError as e:
+        return f"transport {type(e).__name__}"
+    if r.status_code == 503:
+        try:
+            return f"503 {r.json().get('errcode')}"
+        except ValueError:
+            return "503 not JSON"
+    return str(r.status_code) if r.status_code == 200 else f"{r.status_code}: {r.text[:200]}"
+
+
 async def _ready(port: int) -> int:
     try:
         async with httpx.AsyncClient(timeout=5) as c:
@@ -233,6 +266,7 @@ async def _ready(port: int) -> int:
         return 0
 
 
+@pytest.mark.timeout(420)  # (includes the module fixture: two JVM starts on a loaded box)
 async def test_kill_broker_during_burst(infra: Infra) -> None:
     async with httpx.AsyncClient(base_url=infra.url, timeout=60, limits=httpx.Limits(max_connections=100)) as http:
         alice, _bob, rooms, collectors = await _setup(http)
@@ -242,7 +276,7 @@ async def test_kill_broker_during_burst(infra: Infra) -> None:
         cs_port = infra.service_ports["clientapi"]
 
         async def killer() -> None:
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.0)
             os.kill(infra.kafka_pid(), signal.SIGKILL)
             marks["killed"] = time.monotonic()
             while time.monotonic() - marks["killed"] < 3.0:
@@ -254,11 +288,12 @@ async def test_kill_broker_during_burst(infra: Infra) -> None:
             marks["back"] = time.monotonic()
 
         t0 = time.monotonic()
-        _, acked = await asyncio.gather(killer(), _burst(http, alice, rooms, "k", attempts, gap_s=0.1))
+        _, acked = await asyncio.gather(killer(), _burst(http, alice, rooms, "k", attempts, gap_s=0.25))
         burst_s = time.monotonic() - t0
         after = [t for t in attempts.ok_times if t > marks["back"]]
         FIGURES["broker"] = {
             "acked": sum(len(v) for v in acked.values()), "failed_attempts": len(attempts.failed),
+            "sends_that_failed_once_or_more": len(attempts.failed_txns),
             "failed_kinds": sorted({w for _t, w in attempts.failed}),
             "slowest_request_s": round(attempts.slowest_s, 1),
             "first_ok_after_restart_s": round(min(after) - marks["back"], 1) if after else None,
@@ -286,6 +321,7 @@ async def test_postgres_outage_during_load(infra: Infra) -> None:
         marks: dict[str, float] = {}
         ready_seen: dict[str, set[int]] = {"down": set(), "after": set()}
         rs_port = infra.service_ports["roomserver"]
+        probes: list[str] = []  # a read that needs the database, while it is down
 
         async def outage() -> None:
             await asyncio.sleep(1.5)
@@ -294,6 +330,7 @@ async def test_postgres_outage_during_load(infra: Infra) -> None:
             marks["down"] = time.monotonic()
             while time.monotonic() - marks["down"] < 10.0:
                 ready_seen["down"].add(await _ready(rs_port))
+                probes.append(await _probe_messages(http, alice, rooms[0]))
                 await asyncio.sleep(1.0)
             r = await asyncio.to_thread(infra.script, "postgres.sh", "start")
             assert r.returncode == 0, r.stdout + r.stderr
@@ -315,15 +352,19 @@ async def test_postgres_outage_during_load(infra: Infra) -> None:
         ready_seen["after"].add(code)
         FIGURES["postgres"] = {
             "acked": sum(len(v) for v in acked.values()), "failed_attempts": len(attempts.failed),
+            "sends_that_failed_once_or_more": len(attempts.failed_txns),
             "failed_kinds": sorted({w for _t, w in attempts.failed}),
             "slowest_request_s": round(attempts.slowest_s, 1),
             "first_ok_after_restart_s": round(min(after) - marks["back"], 1) if after else None,
-            "ready_while_down": sorted(ready_seen["down"]), "burst_s": round(burst_s, 1),
+            "ready_while_down": sorted(ready_seen["down"]), "probes_while_down": sorted(set(probes)),
+            "burst_s": round(burst_s, 1),
         }
         print("postgres outage figures:", FIGURES["postgres"])
         assert attempts.bad == [], attempts.bad
         assert attempts.slowest_s < REQUEST_DEADLINE_S
-        assert attempts.failed, "the outage made no request fail: it was not observed"
+        # Reads needing the database fail cleanly while it is down (sends in flight may
+        # instead wait for the roomserver's retry and succeed within the deadline).
+        assert probes and set(probes) <= {"503 M_UNKNOWN", "200"} and "503 M_UNKNOWN" in probes, probes
         assert 200 not in ready_seen["down"], ready_seen
         assert ready_seen["after"] == {200}
         # Nothing half-done: every committed event gets published (the outbox drains).
