@@ -2,9 +2,11 @@
 
     origin: str = Depends(fed_auth)
 
-Missing/malformed header, a destination other than us, an unknown key or a bad
-signature: 401 M_UNAUTHORIZED (the spec's answer for unauthenticated federation
-requests). The body is parsed strictly (and size-limited) before verification,
+Missing header, a destination other than us, an unknown key or a bad signature:
+401 M_UNAUTHORIZED (the spec's answer for unauthenticated federation requests); a
+header that does not parse (e.g. an origin that is not a server name): 400
+M_UNAUTHORIZED, a malformed request rather than a failed authentication.
+The body is parsed strictly (and size-limited) before verification,
 because the signature covers it.
 """
 from __future__ import annotations
@@ -29,6 +31,10 @@ DEFAULT_MAX_FEDERATION_BODY = 4 * 1024 * 1024
 
 def unauthorized(error: str) -> MatrixError:
     return MatrixError(401, "M_UNAUTHORIZED", error)
+
+
+def malformed(error: str) -> MatrixError:
+    return MatrixError(400, "M_UNAUTHORIZED", error)
 
 
 def request_uri(request: Request) -> str:
@@ -68,7 +74,7 @@ class FederationAuth:
         try:
             parse_xmatrix(header)
         except XMatrixError as e:
-            raise unauthorized(str(e)) from None
+            raise malformed(str(e)) from None
 
     async def verify(self, method: str, uri: str, headers: list[str], content: Any) -> str:
         """The origin of a request (`uri`: path and query as sent) whose Authorization
@@ -79,7 +85,7 @@ class FederationAuth:
         try:
             auth = parse_xmatrix(header)
         except XMatrixError as e:
-            raise unauthorized(str(e)) from None
+            raise malformed(str(e)) from None
         if auth.destination is not None and auth.destination != self.server_name:
             raise unauthorized("Request is not addressed to this server")
         if auth.origin == self.server_name:

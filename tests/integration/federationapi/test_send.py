@@ -126,8 +126,10 @@ async def test_auth_failures_are_401(fed):
     c, sink, _ = fed
     body = {"pdus": [], "edus": []}
     assert (await c.put("/_matrix/federation/v1/send/1", json=body)).json()["errcode"] == "M_UNAUTHORIZED"
+    # A header that does not parse is a bad request (400), still M_UNAUTHORIZED.
+    r = await send(c, "1", body, header="X-Matrix garbage")
+    assert r.status_code == 400 and r.json()["errcode"] == "M_UNAUTHORIZED", r.text
     for r in [
-        await send(c, "1", body, header="X-Matrix garbage"),
         await send(c, "1", body, dest="other.test"),
         await send(c, "1", body, key=generate_signing_key("r1")),          # wrong key material
         await send(c, "1", body, key=generate_signing_key("zz")),          # unknown key id
@@ -270,3 +272,13 @@ async def test_queries(fed):
     assert sorted(x["server_name"] for x in r.json()["server_keys"]) == ["remote.test", "us.test"]
     r = await c.post("/_matrix/key/v2/query", json={"server_keys": 5})
     assert r.status_code == 400
+
+
+async def test_origin_with_non_numeric_port_is_400(fed):
+    """SyTest "Non-numeric ports in server names are rejected": 400, not 401."""
+    c, sink, _ = fed
+    body = {"pdus": [], "edus": []}
+    h = sign_request(REMOTE, "localhost:http", "us.test", "PUT", "/_matrix/federation/v1/send/9", body)
+    r = await send(c, "9", body, header=h)
+    assert r.status_code == 400 and r.json()["errcode"] == "M_UNAUTHORIZED", r.text
+    assert sink.batches == []
