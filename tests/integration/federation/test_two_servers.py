@@ -185,6 +185,12 @@ async def test_knock_on_a_remote_room(shared_servers):
     m = await hs1.roomserver.get_membership(room_id, bob.user_id)
     assert m is not None and m.membership == "knock"
     await sync_seen(hs1, alice, lambda rs: any(has_member(r, room_id, bob.user_id, "knock") for r in rs))
+    # Another knocker changes their mind: the knock is withdrawn through make_leave/send_leave.
+    gina = await hs2.register("gina")
+    await hs2.matrix.request(gina, "POST", f"/knock/{quote(room_id, safe='')}?via={hs1.name}", json={})
+    await hs2.matrix.request(gina, "POST", f"/rooms/{quote(room_id, safe='')}/leave", json={})
+    m = await hs1.roomserver.get_membership(room_id, gina.user_id)
+    assert m is not None and m.membership == "leave"
     # Alice lets him in with an invite; he joins.
     await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": bob.user_id})
     await hs2.sync_until(bob, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
