@@ -7,11 +7,12 @@ other servers, and the checks shared with the inbound routes (routes_membership.
           event matches the room and version, our join passes auth) -> roomserver
           `join_remote_room`.
 * leave:  when we are not in the room (a remote invite we reject, a knock we withdraw):
-          make_leave -> send_leave. When we are joined it is an ordinary local event.
-* invite: our invite of a remote user, built on our state of the room by the roomserver
-          is not possible before the invitee's server signed it, so: build it here on
-          the room's current state, `PUT /invite` (v2) to the invitee's server, check its
-          signature, then hand it to the roomserver as a federated PDU of the room.
+          make_leave -> send_leave (no server answers: a local-only rejection). When we
+          are joined it is an ordinary local event.
+* invite: of a remote user, the invitee's server must sign it before it enters the room,
+          so it is built here on the room's current state, sent with `PUT /invite` (v2),
+          its signature checked, then handed to the roomserver as a federated PDU of the
+          room. `notify_invite` sends invites the roomserver made itself (createRoom).
 * knock:  make_knock -> send_knock (v1).
 """
 from __future__ import annotations
@@ -30,8 +31,7 @@ from libs.events.event import Event
 from libs.events.hashes import compute_event_id
 from libs.events.limits import EventFormatError, check_pdu_format
 from libs.events.redaction import redact
-from libs.events.room_versions import ROOM_VERSIONS, EventFormat, RoomVersion, \
-    get_room_version
+from libs.events.room_versions import ROOM_VERSIONS, EventFormat, RoomVersion, get_room_version
 from libs.events.signing import (SignatureError, SigningKey, VerifyKey, check_event_hash, required_signers,
                                  verify_event_signatures, verify_events_batch)
 from services.roomserver.api import RoomserverAPI
