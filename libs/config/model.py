@@ -158,6 +158,8 @@ class ClientConfig:
     # Accept the deprecated ?access_token= query parameter.
     allow_query_access_token: bool = False
     max_request_body_bytes: int = 1024 * 1024
+    # Room version of createRoom without `room_version` (also /capabilities' default).
+    default_room_version: str = "11"
 
 
 @dataclass

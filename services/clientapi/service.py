@@ -38,7 +38,7 @@ class ClientService:
             producer=log.producer(), auth=auth, guest_auth=guest_auth, wait_projected=wait_projected,
             ratelimiter=ratelimiter or RateLimiter(config.rate_limiting),
             appservices=appservices, alias_query=alias_query, user_query=user_query, network_rooms=network_rooms,
-            federation=federation,
+            federation=federation, default_room_version=config.client.default_room_version,
         )
         # Kept so a composition can connect services built after this one (the federationapi).
         self.deps = deps

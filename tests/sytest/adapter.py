@@ -68,8 +68,10 @@ def build_config(sytest: Mapping[str, Any], env: Mapping[str, str]) -> dict[str,
             "retry_initial_backoff_s": 0.5,
             "retry_max_backoff_s": 2.0,
         },
-        # SyTest sends ?access_token= on most requests.
-        "client": {"allow_query_access_token": True},
+        # SyTest sends ?access_token= on most requests. Its fake servers redact (and so
+        # compute event IDs) by the rules of room versions <= 10 only, and Synapse's
+        # reference run used 10 as the default: rooms are created in v10.
+        "client": {"allow_query_access_token": True, "default_room_version": "10"},
         # SyTest's application services (registration YAMLs it wrote) listen on loopback
         # over TLS with certificates from its CA.
         "app_service_config_files": [str(p) for p in sytest.get("app_service_config_files") or []],
@@ -90,6 +92,11 @@ def main() -> None:
     path = os.path.join(hs_dir, "axon.yaml")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(conf, f, indent=1)  # JSON is YAML
+    # The server's output goes to a file next to its config (SyTest does not keep it).
+    out = os.open(os.path.join(hs_dir, "axon.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
     py = sys.executable
     os.execv(py, [py, "-m", "axon", "run", "--config", path])
 

@@ -19,7 +19,7 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
             "capabilities": {
                 "m.change_password": {"enabled": True},
                 "m.room_versions": {
-                    "default": DEFAULT_ROOM_VERSION,
+                    "default": ctx.config.client.default_room_version or DEFAULT_ROOM_VERSION,
                     "available": {v: ("stable" if rv.stable else "unstable") for v, rv in ROOM_VERSIONS.items()},
                 },
                 "m.set_displayname": {"enabled": True},
