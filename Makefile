@@ -14,7 +14,7 @@ export AXON_TEST_KAFKA ?= 127.0.0.1:$(KAFKA_PORT)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events bench-hs bench-cluster bench-deps sytest clean validate-deploy \
+.PHONY: help venv install install-test run test test-unit services services-stop bench bench-events bench-hs bench-cluster bench-federation bench-deps sytest clean validate-deploy \
 	cluster cluster-stop cluster-status
 
 help:
@@ -113,7 +113,13 @@ bench-cluster: bench-deps services
 	$(PY) -m bench.cluster --synapse-venv $(SYNAPSE_VENV) --pg postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres \
 		--kafka 127.0.0.1:$(KAFKA_PORT) --out $(RUN_DIR)/bench/cluster.json $(BENCH_CLUSTER_ARGS)
 
-bench: bench-events bench-hs bench-cluster
+# Federation: inbound /send, outbound fan-out to 10 servers, joining a 10,000-member remote room
+# (Axon in child processes, fake remote servers over loopback TLS); table + .run/bench/federation.json.
+BENCH_FEDERATION_ARGS ?=
+bench-federation: install-test
+	$(PY) -m bench.federation --out $(RUN_DIR)/bench/federation.json $(BENCH_FEDERATION_ARGS)
+
+bench: bench-events bench-hs bench-cluster bench-federation
 
 # SyTest conformance (docs/sytest.md). SYTEST_ARGS: out dir then quoted test globs.
 SYTEST_ARGS ?= $(RUN_DIR)/sytest

@@ -132,8 +132,11 @@ def table(results: dict[str, Any], opts: Options) -> str:
     r = results.get("large_join")
     if r is not None:
         js, rss = r.get("join_s"), r.get("peak_rss_end_mb")
+        done = r.get("join_complete_s")
         rows.append((f"join a remote room of {r.get('members_in_state', '?')} members: time to /join answer (s)",
-                     _fmt(js), "< 30 s", ok(js < 30 if js is not None else None)))
+                     _fmt(js), "", ""))
+        rows.append(("  … until /joined_members lists every member (s)", _fmt(done), "< 30 s",
+                     ok(done < 30 if done is not None else None)))
         rows.append(("  joining Axon's peak RSS (MB, VmHWM)", _fmt(rss), "< 500 MB", ok(rss < 500 if rss else None)))
         rows.append(("  joined_members after the join (count correct?)", _fmt(r.get("joined_members_after")), "",
                      ok(not r.get("errors") if "joined_members_after" in r else None)))
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temp dir (Axon logs, data)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # The fake remotes' listeners close with idle keep-alive connections open: not an error.
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
     opts = Options.quick() if args.quick else Options()
     over = {k: v for k, v in (("members", args.members), ("messages", args.messages), ("txns", args.txns)) if v}
     if over:
