@@ -133,9 +133,7 @@ def build_membership_router(ctx: MembershipRoutesContext) -> APIRouter:
         pdu = await _checked_membership_pdu(ctx, origin, room_id, event_id, _body_pdu(request), rv, membership)
         return rv, pdu, await rs.receive_membership_pdu(origin, room_id, pdu, membership)
 
-    @router.put(FED_V2 + "/send_join/{room_id}/{event_id}")
-    async def send_join(room_id: str, event_id: str, request: Request, omit_members: bool = False,
-                        origin: str = Depends(auth)) -> dict[str, Any]:
+    async def join(room_id: str, event_id: str, request: Request, origin: str) -> dict[str, Any]:
         rv, pdu, result = await receive(room_id, event_id, request, origin, "join")
         servers = sorted({d for d in (domain_of(ev.get("state_key")) for ev in result.state
                                       if ev.get("type") == "m.room.member"
@@ -145,11 +143,29 @@ def build_membership_router(ctx: MembershipRoutesContext) -> APIRouter:
         return {"origin": ctx.server_name, "state": result.state, "auth_chain": result.auth_chain,
                 "event": pdu, "members_omitted": False, "servers_in_room": servers}
 
+    @router.put(FED_V2 + "/send_join/{room_id}/{event_id}")
+    async def send_join(room_id: str, event_id: str, request: Request, omit_members: bool = False,
+                        origin: str = Depends(auth)) -> dict[str, Any]:
+        return await join(room_id, event_id, request, origin)
+
+    # The deprecated v1 forms answer [200, body] (older servers still call them).
+    @router.put(FED_V1 + "/send_join/{room_id}/{event_id}")
+    async def send_join_v1(room_id: str, event_id: str, request: Request,
+                           origin: str = Depends(auth)) -> list[Any]:
+        answer = await join(room_id, event_id, request, origin)
+        return [200, {k: answer[k] for k in ("origin", "state", "auth_chain")}]
+
     @router.put(FED_V2 + "/send_leave/{room_id}/{event_id}")
     async def send_leave(room_id: str, event_id: str, request: Request,
                          origin: str = Depends(auth)) -> dict[str, Any]:
         await receive(room_id, event_id, request, origin, "leave")
         return {}
+
+    @router.put(FED_V1 + "/send_leave/{room_id}/{event_id}")
+    async def send_leave_v1(room_id: str, event_id: str, request: Request,
+                            origin: str = Depends(auth)) -> list[Any]:
+        await receive(room_id, event_id, request, origin, "leave")
+        return [200, {}]
 
     @router.put(FED_V1 + "/send_knock/{room_id}/{event_id}")
     async def send_knock(room_id: str, event_id: str, request: Request,

@@ -116,7 +116,10 @@ async def test_handshake_routes_refuse_bad_requests(shared_servers):
         r = await raw.put(f"https://{hs1.name}{uri}", content=b"{not json", headers={"Authorization": header})
     assert r.status_code == 400 and r.json()["errcode"] == "M_NOT_JSON", r.text
 
-    # And the well-formed join goes through: state and auth chain of the room.
+    # The deprecated v1 form answers [200, {origin, state, auth_chain}].
+    v1 = await c.put_json(hs1.name, f"/_matrix/federation/v1/send_join/{rid}/{quote(eid, safe='')}", pdu)
+    assert v1[0] == 200 and set(v1[1]) == {"origin", "state", "auth_chain"} and v1[1]["state"]
+    # And the well-formed join goes through (again: idempotent): state and auth chain of the room.
     ok = await send_join(eid, pdu)
     assert ok["origin"] == hs1.name
     assert {e["type"] for e in ok["state"]} >= {"m.room.create", "m.room.power_levels", "m.room.join_rules"}
