@@ -95,9 +95,24 @@ class ClusterRoomserver:
     and a roomserver replica dying mid-request only delays the reply); queries go
     to any roomserver replica over HTTP."""
 
+    _KNOWN_ROOMS_MAX = 100_000
+
     def __init__(self, perform: Any, queries: RpcClient) -> None:
         self._perform = perform
         self._queries = queries
+        self._known_rooms: set[str] = set()
+
+    async def room_exists(self, room_id: str) -> bool:
+        # Every PUT /send asks first. Rooms are never deleted (the roomserver keeps their
+        # versions cached for good as well), so a yes is remembered: one RPC less per send.
+        if room_id in self._known_rooms:
+            return True
+        exists = bool(await self._queries.room_exists(room_id))
+        if exists:
+            if len(self._known_rooms) >= self._KNOWN_ROOMS_MAX:
+                self._known_rooms.clear()
+            self._known_rooms.add(room_id)
+        return exists
 
     async def create_room(self, req: CreateRoomRequest) -> str:
         return cast(str, await self._perform.create_room(req))
