@@ -118,17 +118,19 @@ def build_events_router(server_name: str, auth: FederationAuth, roomserver: Room
     @router.post("/get_missing_events/{room_id}")
     async def get_missing_events(room_id: str, request: Request, origin: str = Depends(origin_dep)) -> dict[str, Any]:
         body = request.state.federation_body
+        await check_access(origin, room_id)  # first: a denied server learns nothing else
         if not isinstance(body, dict):
             raise bad_json("body must be an object")
-        earliest, latest = body.get("earliest_events", []), body.get("latest_events")
+        earliest, latest = body.get("earliest_events", []), body.get("latest_events", [])
         limit, min_depth = body.get("limit", 10), body.get("min_depth", 0)
         if not isinstance(earliest, list) or not all(isinstance(e, str) for e in earliest) \
-                or not isinstance(latest, list) or not latest or not all(isinstance(e, str) for e in latest):
+                or not isinstance(latest, list) or not all(isinstance(e, str) for e in latest):
             raise bad_json("earliest_events and latest_events must be lists of event IDs")
         if isinstance(limit, bool) or not isinstance(limit, int) or isinstance(min_depth, bool) \
                 or not isinstance(min_depth, int):
             raise bad_json("limit and min_depth must be integers")
-        await check_access(origin, room_id)
+        if not latest:
+            return {"events": []}  # nothing to walk back from
         events = await roomserver.get_missing_events(room_id, earliest[:200], latest[:20],
                                                      max(0, min(limit, MAX_MISSING)), max(0, min_depth))
         return {"events": await visible(origin, room_id, events)}

@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 
 from libs.config.model import FederationConfig
-from libs.errors import MatrixError
+from libs.errors import MatrixError, forbidden
 from libs.events.server_keys import OldVerifyKey
 from libs.events.signing import SigningKey
 from libs.log.api import EventLog, Producer
@@ -20,7 +20,7 @@ from libs.storage import Database
 from services.roomserver.api import RoomserverAPI
 from services.userapi.api import UserAPI
 
-from .acl import ACL_EVENT_TYPE
+from .acl import ACL_EVENT_TYPE, server_acl_allows
 from .api import InboundPDUSink, UnsupportedPDUSink
 from .auth import FederationAuth
 from .client import FederationClient
@@ -181,9 +181,18 @@ class FederationService:
 
             self.routers.append(build_events_router(server_name, auth, roomserver))
         if roomserver is not None:
-            self.routers.append(build_membership_router(MembershipRoutesContext(
+            async def membership_acl(request: Request, origin: str = Depends(auth)) -> None:
+                # The room's server ACL applies to the handshakes too (make_*/send_*/invite);
+                # `auth` is the endpoint's own dependency, so it runs once per request.
+                room_id = request.path_params.get("room_id")
+                if isinstance(room_id, str) and not server_acl_allows(await acl_of(room_id), origin):
+                    raise forbidden(f"{origin} is denied by the room's server ACL")
+
+            membership = APIRouter(dependencies=[Depends(membership_acl)])
+            membership.include_router(build_membership_router(MembershipRoutesContext(
                 server_name=server_name, auth=auth, keyring=self.keyring, roomserver=roomserver,
                 signing_key=signing_keys[0], userapi=userapi)))
+            self.routers.append(membership)
             self.api.performer = MembershipPerformer(server_name, signing_keys[0], client, self.keyring, roomserver)
         self.queue = OutboundQueue(server_name, store, client, cfg)
         if event_log is not None and roomserver is not None:

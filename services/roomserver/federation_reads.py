@@ -200,6 +200,10 @@ class FederationReads:
         state_rows = {(str(r.pdu.get("type")), str(r.pdu.get("state_key"))): r
                       for r in await self.store.get_event_rows([eid for eid, _ in room.state.values()])}
         state = {k: Event(r.pdu, get_room_version(r.room_version), r.event_id) for k, r in state_rows.items()}
+        if not any(t == "m.room.member" and _domain(sk) == self.server_name and ev.membership == "join"
+                   for (t, sk), ev in state.items()):
+            # Our users all left: we cannot vouch for the room's state any more.
+            raise not_found(f"no user of {self.server_name} is in room {room_id}")
         content: dict[str, Any] = {"membership": membership}
         if membership == "join":
             authoriser = await self._restricted_authoriser(rv, room_id, user_id, state)
