@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from libs.errors import MatrixError
+from libs.log.api import LogError
 from libs.storage.errors import DatabaseUnavailable
 
 from .codec import CodecError, decode, encode
@@ -79,6 +80,8 @@ def rpc_router(service: str, protocol: type, impl: object, *, secret: str) -> AP
                 return JSONResponse(_error(e))
             except DatabaseUnavailable:
                 return JSONResponse(_error(MatrixError(503, "M_UNKNOWN", "database unavailable")))
+            except LogError:  # broker unreachable, a send or a reply timed out: retryable, as at the HTTP edge
+                return JSONResponse(_error(MatrixError(503, "M_UNKNOWN", "event log unavailable")))
             return JSONResponse({"result": encode(result, spec.returns)})
 
         handle.__name__ = f"internal_{service}_{spec.name}"

@@ -12,8 +12,10 @@ from fastapi import FastAPI
 
 from libs.errors import MatrixError, forbidden
 from libs.http import install_error_handlers
+from libs.log.api import LogError
 from libs.metrics import RequestIdMiddleware
 from libs.metrics.logs import bind_request_id, current_request_id
+from libs.storage.errors import DatabaseUnavailable
 from libs.rpc import RpcClient, ServiceUnavailable, decode, encode, rpc_router
 from services.roomserver.api import CreateRoomRequest, RoomMembership, RoomserverAPI
 from services.userapi.api import Device
@@ -59,6 +61,10 @@ class Demo:
             from services.userapi.uia import UIARequired
 
             raise UIARequired([["m.login.password"]], "sess", [], {})
+        if code == "log":
+            raise LogError("send to roomserver.input failed: broker unreachable")
+        if code == "db":
+            raise DatabaseUnavailable("connection refused")
         raise RuntimeError("boom")
 
     async def get_rid(self) -> str | None:
@@ -119,6 +125,16 @@ async def test_unexpected_server_error_is_503_not_a_crash(demo):
     with pytest.raises(ServiceUnavailable) as e:
         await api.fail("other")
     assert e.value.status == 503 and e.value.errcode == "M_UNKNOWN"
+
+
+async def test_infrastructure_outages_are_retryable_503s_with_an_errcode(demo):
+    """The broker or the database being away inside the called service is a 503 M_UNKNOWN
+    (a MatrixError the caller passes on), never an internal error."""
+    api, _ = demo
+    for code, text in (("log", "event log unavailable"), ("db", "database unavailable")):
+        with pytest.raises(MatrixError) as e:
+            await api.fail(code)
+        assert (e.value.status, e.value.errcode, e.value.error) == (503, "M_UNKNOWN", text)
 
 
 async def test_request_id_propagates(demo):
