@@ -195,8 +195,13 @@ def _verify_now(message: bytes, sig_b64: Any, key: VerifyKey, signing_name: str,
     return _verify_raw(message, sig_b64, key)
 
 
-def verify_json_signature(obj: Mapping[str, Any], signing_name: str, key_id: str, key: VerifyKey) -> None:
-    """Raise SignatureError unless `obj` carries a valid signature by (signing_name, key_id)."""
+def verify_json_signature(obj: Mapping[str, Any], signing_name: str, key_id: str, key: VerifyKey,
+                          *, lenient_numbers: bool = False) -> None:
+    """Raise SignatureError unless `obj` carries a valid signature by (signing_name, key_id).
+
+    lenient_numbers: an object with floats or big integers is encoded as Python's json
+    does instead of being refused (request signatures: the body may carry a PDU that is
+    invalid for its room version, which must then be refused as such, not as unsigned)."""
     sigs = obj.get("signatures")
     entry = sigs.get(signing_name) if isinstance(sigs, dict) else None
     if not isinstance(entry, dict) or key_id not in entry:
@@ -204,7 +209,12 @@ def verify_json_signature(obj: Mapping[str, Any], signing_name: str, key_id: str
     try:
         message = _signing_bytes(obj)
     except CanonicalJSONError as e:
-        raise SignatureError(f"cannot encode the signed object: {e}") from None
+        if not lenient_numbers:
+            raise SignatureError(f"cannot encode the signed object: {e}") from None
+        try:
+            message = _signing_bytes(obj, strict=False)
+        except (CanonicalJSONError, ValueError) as e2:
+            raise SignatureError(f"cannot encode the signed object: {e2}") from None
     if not _verify_raw(message, entry[key_id], key):
         raise SignatureError(f"bad signature from {signing_name} with {key_id}")
 

@@ -282,3 +282,29 @@ async def test_origin_with_non_numeric_port_is_400(fed):
     r = await send(c, "9", body, header=h)
     assert r.status_code == 400 and r.json()["errcode"] == "M_UNAUTHORIZED", r.text
     assert sink.batches == []
+
+
+async def test_request_with_floats_is_authenticated_and_the_pdu_refused(fed):
+    """SyTest "... rejects invalid JSON for room version 6": a float in a PDU is the PDU's
+    problem (M_BAD_JSON for v6+), not an unverifiable request signature (401)."""
+    from libs.events.canonical_json import encode_canonical_json
+    from libs.events.unpadded_base64 import encode_base64
+    from services.federationapi.xmatrix import XMatrixAuth, format_xmatrix, request_signing_object
+
+    c, sink, _ = fed
+    p, eid = pdu("float")
+    p["content"]["bad_val"] = 1.1
+    body = {"origin": "remote.test", "origin_server_ts": 1, "pdus": [p], "edus": []}
+    uri = "/_matrix/federation/v1/send/floaty"
+    obj = request_signing_object("PUT", uri, "remote.test", "us.test", body)
+    sig = encode_base64(REMOTE.sign(encode_canonical_json(obj, strict=False)))  # as Python's json would
+    h = format_xmatrix(XMatrixAuth(origin="remote.test", key_id=REMOTE.key_id, sig=sig, destination="us.test"))
+    r = await send(c, "floaty", body, header=h)
+    assert r.status_code == 200, r.text
+    results = r.json()["pdus"]
+    assert len(results) == 1 and "error" in next(iter(results.values()))
+    assert sink.batches == []
+    # A wrong signature over the same body is still 401.
+    bad = format_xmatrix(XMatrixAuth(origin="remote.test", key_id=REMOTE.key_id, sig=sig[:-4] + "AAAA",
+                                     destination="us.test"))
+    assert (await send(c, "floaty2", body, header=bad)).status_code == 401
