@@ -308,10 +308,15 @@ class FederatedInputAPI(Protocol):
     async def receive_federated_pdus(self, origin: str, room_id: str, pdus: list[dict[str, Any]]) -> Any: ...
 
 
+# The roomserver's result for a PDU it stored as rejected (services/roomserver/federated.py).
+REJECTED_PREFIX = "rejected"
+
+
 class RoomserverPDUSink:
     """`InboundPDUSink` over the roomserver's federated input: the transaction's PDUs
     grouped by room, one roomserver call per room (its worker processes them in
-    order); a failing room never fails the others."""
+    order); a failing room never fails the others. PDUs stored as rejected (auth rules)
+    count as processed: no error in the /send answer."""
 
     def __init__(self, roomserver: FederatedInputAPI) -> None:
         self.roomserver = roomserver
@@ -339,11 +344,18 @@ class RoomserverPDUSink:
                     out[ev.event_id] = PDUError("M_UNKNOWN", "not processed")
                     continue
                 err = results[ev.event_id]
+                if err is not None and str(err).startswith(REJECTED_PREFIX):
+                    # Processed: stored as rejected (never in any state). The /send answer
+                    # names errors of processing only, as Synapse does (a sender reading
+                    # an error would retry or give up on a PDU that was handled).
+                    log.info("PDU %s from %s rejected: %s", ev.event_id, origin, err)
+                    err = None
                 out[ev.event_id] = None if err is None else PDUError("M_FORBIDDEN", str(err))
         return out
 
 
 MAX_AUTH_CHAIN = 1000
+MAX_BACKFILL = 100  # events per outbound /backfill
 
 
 class MissingEventsClient:
@@ -365,6 +377,19 @@ class MissingEventsClient:
             {"earliest_events": earliest, "latest_events": latest, "limit": limit, "min_depth": min_depth})
         events = body.get("events") if isinstance(body, dict) else None
         return await self._checked(room_id, events[:limit] if isinstance(events, list) else [])
+
+    async def backfill(self, origin: str, room_id: str, from_event_ids: list[str], limit: int
+                       ) -> list[dict[str, Any]]:
+        """`GET /backfill/{room_id}?v=...&limit=` at `origin`: the events before (and
+        including) `from_event_ids`, each checked like a /send PDU."""
+        if self.client is None or self.transactions is None or not from_event_ids:
+            return []
+        limit = max(1, min(int(limit), MAX_BACKFILL))
+        body = await self.client.get_json(
+            origin, f"/_matrix/federation/v1/backfill/{quote(room_id, safe='')}",
+            {"v": list(from_event_ids), "limit": limit})
+        pdus = body.get("pdus") if isinstance(body, dict) else None
+        return await self._checked(room_id, pdus[:limit] if isinstance(pdus, list) else [])
 
     async def get_event_auth(self, origin: str, room_id: str, event_id: str) -> list[dict[str, Any]]:
         if self.client is None or self.transactions is None:
