@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 MAX_PREV_EVENTS = 20
 # Input kinds handled by services/roomserver/federated.py.
-FEDERATED_KINDS = ("federated_pdus", "join_remote_room", "store_invite")
+FEDERATED_KINDS = ("federated_pdus", "join_remote_room", "store_invite", "backfill")
 CREATE_KEY = ("m.room.create", "")
 
 # (outbox_nid, room_id, event_id, record JSON) rows just committed.
@@ -139,6 +139,8 @@ class RoomInputProcessor:
         from services.roomserver.federated import FederatedInput
 
         self.federated = FederatedInput(self, missing_events)
+        # Large remote joins arrive in parts: (room_id, join_id) -> (next part, state, auth_chain).
+        self._join_parts: dict[tuple[str, str], tuple[int, list[Any], list[Any]]] = {}
 
     # ---- caches ---------------------------------------------------------------------
     async def room(self, room_id: str) -> RoomInfo | None:
@@ -217,6 +219,33 @@ class RoomInputProcessor:
             await self.store.put_input_result(request_id, result)
         return result
 
+    def _gather_join_part(self, body: dict[str, Any], state: list[Any], auth_chain: list[Any]
+                          ) -> tuple[list[Any], list[Any]] | None:
+        """A part of a large join (records of one room arrive in order): None until the
+        last part, then the whole (state, auth_chain). Parts lost (a restart between
+        them) fail the join; the client may retry."""
+        room_id, join_id, part, parts = str(body["room_id"]), str(body["join_id"]), int(body["part"]), int(body["parts"])
+        key = (room_id, join_id)
+        if part == 0:
+            # A new attempt replaces any unfinished one of this room.
+            for k in [k for k in self._join_parts if k[0] == room_id]:
+                del self._join_parts[k]
+            while len(self._join_parts) >= 16:
+                del self._join_parts[next(iter(self._join_parts))]
+            self._join_parts[key] = (0, [], [])
+        got = self._join_parts.get(key)
+        if got is None or got[0] != part:
+            self._join_parts.pop(key, None)
+            raise MatrixError(503, "M_UNKNOWN", "parts of the join's room state were lost; try again")
+        _, st, ac = got
+        st.extend(state)
+        ac.extend(auth_chain)
+        if part + 1 < parts:
+            self._join_parts[key] = (part + 1, st, ac)
+            return None
+        del self._join_parts[key]
+        return st, ac
+
     async def _federated(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         fed = self.federated
         if kind == "federated_pdus":
@@ -224,9 +253,22 @@ class RoomInputProcessor:
             if not isinstance(pdus, list):
                 raise TypeError("pdus must be a list")
             return await fed.receive(str(body["origin"]), str(body["room_id"]), pdus)
+        if kind == "backfill":
+            from services.roomserver.backfill import backfill_from_remote
+
+            ids = body["from_event_ids"]
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise TypeError("from_event_ids must be a list of strings")
+            return {"event_ids": await backfill_from_remote(fed, str(body["room_id"]), ids, int(body["limit"]))}
         if kind == "join_remote_room":
+            state, auth_chain = list(body["state"]), list(body["auth_chain"])
+            if "join_id" in body:
+                gathered = self._gather_join_part(body, state, auth_chain)
+                if gathered is None:
+                    return {"part": int(body["part"])}
+                state, auth_chain = gathered
             eid = await fed.join_remote_room(str(body["room_id"]), str(body["room_version"]), body["join_pdu"],
-                                             list(body["state"]), list(body["auth_chain"]))
+                                             state, auth_chain)
             return {"event_id": eid}
         allowed = ("invite", "leave", "knock") if body.get("any_membership") else ("invite",)
         eid = await fed.store_invite(str(body["room_version"]), body["invite_pdu"],

@@ -44,7 +44,27 @@ def _client_pdu(row: EventRow) -> dict[str, Any]:
     return pdu
 
 
+def split_join_parts(state: list[Any], auth_chain: list[Any], part_bytes: int
+                     ) -> list[tuple[list[Any], list[Any]]]:
+    """(state, auth_chain) slices whose JSON stays under about `part_bytes` each (an event
+    larger than that gets a part of its own); always at least one part."""
+    parts: list[tuple[list[Any], list[Any]]] = [([], [])]
+    size = 0
+    for which, events in ((1, auth_chain), (0, state)):
+        for ev in events:
+            n = len(json.dumps(ev, separators=(",", ":"))) + 1
+            if size + n > part_bytes and (parts[-1][0] or parts[-1][1]):
+                parts.append(([], []))
+                size = 0
+            parts[-1][which].append(ev)
+            size += n
+    return parts
+
+
 class RoomserverInternal:
+    # Budget of one join_remote_room part record (the log refuses records over 1 MiB).
+    join_part_bytes = 640 * 1024
+
     def __init__(
         self,
         store: RoomserverStore,
@@ -247,6 +267,11 @@ class RoomserverInternal:
     async def backfill(self, room_id: str, from_event_ids: list[str], limit: int) -> list[dict[str, Any]]:
         return await self.fed.backfill(room_id, from_event_ids, limit)
 
+    async def backfill_from_remote(self, room_id: str, from_event_ids: list[str], limit: int) -> list[str]:
+        result = await self._request(room_id, "backfill", {
+            "room_id": room_id, "from_event_ids": list(from_event_ids), "limit": int(limit)})
+        return [e for e in result.get("event_ids") or [] if isinstance(e, str)]
+
     async def events_visible_to_server(self, server: str, event_ids: list[str]) -> list[str]:
         return await self.fed.events_visible_to_server(server, event_ids)
 
@@ -269,9 +294,18 @@ class RoomserverInternal:
 
     async def join_remote_room(self, room_id: str, room_version: str, join_pdu: dict[str, Any],
                                state: list[dict[str, Any]], auth_chain: list[dict[str, Any]]) -> str:
-        result = await self._request(room_id, "join_remote_room", {
-            "room_id": room_id, "room_version": room_version, "join_pdu": join_pdu,
-            "state": state, "auth_chain": auth_chain})
+        # A large room's state does not fit one input record (the log's 1 MiB limit): it
+        # goes in parts the room's worker gathers; the last one carries the join.
+        parts = split_join_parts(state, auth_chain, self.join_part_bytes)
+        join_id = uuid.uuid4().hex
+        result: dict[str, Any] = {}
+        for i, (st, ac) in enumerate(parts):
+            body: dict[str, Any] = {"room_id": room_id, "room_version": room_version, "state": st, "auth_chain": ac}
+            if len(parts) > 1:
+                body.update(join_id=join_id, part=i, parts=len(parts))
+            if i == len(parts) - 1:
+                body["join_pdu"] = join_pdu
+            result = await self._request(room_id, "join_remote_room", body)
         self._room_versions.pop(room_id, None)
         return str(result["event_id"])
 

@@ -190,7 +190,8 @@ class SyncProjector:
             return pdu, {}  # (a redelivery is recognised inside the transaction)
         if in_timeline and await self.store.event_pos(event_id) is not None:
             return None  # redelivery: do not fetch anything for it
-        missing = [e for e in need if e not in await self.store.known_event_ids(need)]
+        known = await self.store.known_event_ids(need)  # once: not per event (a join's state is 10k+)
+        missing = [e for e in need if e not in known]
         fetched: dict[str, dict[str, Any]] = {}
         if missing:
             if self.roomserver is None:
