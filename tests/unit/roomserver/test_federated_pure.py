@@ -85,7 +85,7 @@ async def test_sink_groups_by_room_and_maps_results() -> None:
     res = await sink.receive_pdus("remote", [ok, boom, bad, crash, lost])
     assert sorted(rs.calls) == [("remote", "!boom:x", 1), ("remote", "!crash:x", 1), ("remote", "!r:x", 3)]
     assert res[ok.event_id] is None
-    assert res[bad.event_id] == PDUError("M_FORBIDDEN", "rejected: no")
+    assert res[bad.event_id] is None  # stored as rejected: processed, no /send error (as Synapse)
     assert res[lost.event_id] == PDUError("M_UNKNOWN", "not processed")
     assert res[boom.event_id] == PDUError("M_UNKNOWN", "busy")
     assert res[crash.event_id] == PDUError("M_UNKNOWN", "internal error")
