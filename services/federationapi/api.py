@@ -52,6 +52,12 @@ class FederationAPI(Protocol):
         """`GET /event_auth` at `origin`: the event's auth chain, each PDU checked; [] when off."""
         ...
 
+    async def backfill(self, origin: str, room_id: str, from_event_ids: list[str], limit: int
+                       ) -> list[dict[str, Any]]:
+        """`GET /backfill` at `origin`: up to `limit` events before (and including)
+        `from_event_ids`, each PDU checked like a /send PDU; [] when federation is off."""
+        ...
+
     async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
         """The origin of a bodiless federation request that another service serves (the
         mediaapi's `/_matrix/federation/v1/media/*`): `uri` is the path and query as sent,

@@ -66,6 +66,12 @@ class FederationInternal:
             return []
         return await self.missing_events.get_event_auth(origin, room_id, event_id)
 
+    async def backfill(self, origin: str, room_id: str, from_event_ids: list[str], limit: int
+                       ) -> list[dict[str, Any]]:
+        if self.missing_events is None:
+            return []
+        return await self.missing_events.backfill(origin, room_id, from_event_ids, limit)
+
     async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
         if self.auth is None:
             raise MatrixError(403, "M_FORBIDDEN", "Federation is disabled on this server")

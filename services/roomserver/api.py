@@ -120,6 +120,11 @@ class MissingEventsFetcher(Protocol):
         """`GET /event_auth/{room_id}/{event_id}` at `origin`: the event's auth chain, checked."""
         ...
 
+    async def backfill(self, origin: str, room_id: str, from_event_ids: list[str], limit: int
+                       ) -> list[dict[str, Any]]:
+        """`GET /backfill` at `origin`: events before (and including) `from_event_ids`, checked."""
+        ...
+
 
 class RoomserverAPI(Protocol):
     # perform (each goes through the input log and waits for the commit)
@@ -155,6 +160,12 @@ class RoomserverAPI(Protocol):
     async def get_missing_events(self, room_id: str, earliest: list[str], latest: list[str], limit: int,
                                  min_depth: int) -> list[dict[str, Any]]: ...
     async def backfill(self, room_id: str, from_event_ids: list[str], limit: int) -> list[dict[str, Any]]: ...
+    async def backfill_from_remote(self, room_id: str, from_event_ids: list[str], limit: int) -> list[str]:
+        """Outbound backfill (a local /messages reached the start of what we hold): asks a
+        server in the room for the events before `from_event_ids`, stores them as outliers
+        (auth-checked; current state and forward extremities untouched) and returns the IDs
+        of those accepted, newest (greatest depth) first. Never published on roomserver.output."""
+        ...
     async def make_membership_event(self, room_id: str, user_id: str, membership: str,
                                     supported_versions: list[str] | None = None) -> tuple[str, dict[str, Any]]: ...
     async def receive_membership_pdu(self, origin: str, room_id: str, pdu: dict[str, Any],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from libs.errors import MatrixError, forbidden, invalid_param, not_found
@@ -20,6 +20,12 @@ from services.syncapi.streams import BadToken, Positions, parse_token
 from services.syncapi.views import Visibility, format_events, state_at
 
 MAX_SCAN = 2000
+# Below every position: backfilled history sits at negative positions (services/syncapi/backfill.py).
+HISTORY_FLOOR = -(10 ** 17)  # (a token's events position has at most 18 digits)
+# Outbound backfills one /messages page may trigger.
+MAX_BACKFILLS_PER_PAGE = 2
+
+Backfiller = Callable[[str, int], Awaitable[int]]
 
 
 def _token_pos(text: str) -> int:
@@ -30,9 +36,12 @@ def _token_pos(text: str) -> int:
 
 
 class History:
-    def __init__(self, store: SyncStore, positions: Positions, clock_ms: Callable[[], int] | None = None) -> None:
+    def __init__(self, store: SyncStore, positions: Positions, clock_ms: Callable[[], int] | None = None,
+                 backfill: Backfiller | None = None) -> None:
         self.store = store
         self.positions = positions
+        # (room_id, limit) -> events added before the room's start (None: no federation).
+        self.backfill = backfill
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
 
     async def _membership(self, room_id: str, user_id: str) -> str | None:
@@ -84,17 +93,19 @@ class History:
             flt = dataclasses.replace(flt, not_senders=list(flt.not_senders) + sorted(ignored))
         now = self.positions.events
         backwards = dir_ == "b"
-        start = _token_pos(from_) if from_ else (now if backwards else 0)
+        start = _token_pos(from_) if from_ else (now if backwards else HISTORY_FLOOR)
         bound = _token_pos(to) if to else None
         picked: list[EventRow] = []
         cursor = start
         scanned = 0
         more = False
+        backfills = 0
         if limit > 0 and flt.allows_room(room_id):
             while True:
                 batch = max(limit + 1, 20)
                 if backwards:
-                    rows = await self.store.room_events(room_id, after=bound if bound is not None else 0,
+                    rows = await self.store.room_events(room_id,
+                                                        after=bound if bound is not None else HISTORY_FLOOR,
                                                         upto=cursor, limit=batch, backwards=True)
                 else:
                     rows = await self.store.room_events(room_id, after=cursor,
@@ -110,6 +121,12 @@ class History:
                     if flt.allows(r.pdu) and vis.filter([r]):
                         picked.append(r)
                 scanned += len(rows)
+                if (backwards and not more and len(rows) < batch and bound is None and self.backfill is not None
+                        and backfills < MAX_BACKFILLS_PER_PAGE and scanned < MAX_SCAN):
+                    # The start of what we hold: older history may be at another server.
+                    backfills += 1
+                    if await self.backfill(room_id, max(limit - len(picked), 10) + 1) > 0:
+                        continue
                 if more or len(rows) < batch:
                     break
                 if scanned >= MAX_SCAN:

@@ -14,6 +14,7 @@ from libs.metrics import ServiceMetrics
 from libs.storage import Database
 from services.roomserver.api import RoomserverAPI
 from services.syncapi.activity import SyncActivity
+from services.syncapi.backfill import HistoryBackfill
 from services.syncapi.broadcast import PgPositionListener
 from services.syncapi.consumers import SyncConsumers, SyncProjector
 from services.syncapi.history import History
@@ -52,7 +53,8 @@ class SyncService:
                                        activity=self.activity)
         self.engine = SyncEngine(self.store, self.positions, self.notifier, self.typing, clock_ms=clock_ms,
                                  presence=self.presence, activity=self.activity)
-        self.history = History(self.store, self.positions, clock_ms=clock_ms)
+        self.history = History(self.store, self.positions, clock_ms=clock_ms,
+                               backfill=HistoryBackfill(self.store, roomserver) if config.federation.enabled else None)
         self.api = SyncInternal(self.store, self.engine, self.notifier, activity=self.activity)
         if auth is None:
             from services.userapi.client_auth import ClientAuth

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from services.syncapi.api import StreamToken
 
-_TOKEN_RE = re.compile(r"^s(\d{1,18})(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?$")
+# The events position may be negative: /messages tokens inside backfilled history.
+_TOKEN_RE = re.compile(r"^s(-?\d{1,18})(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?(?:_(\d{1,18}))?$")
 
 
 class BadToken(ValueError):

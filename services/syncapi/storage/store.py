@@ -286,6 +286,46 @@ class SyncStore:
             f"ORDER BY stream_pos {order} LIMIT $4", room_id, after, upto, limit)
         return [_event_row(r) for r in rows]
 
+    async def earliest_room_event(self, room_id: str) -> EventRow | None:
+        """The room's timeline event with the lowest position (backfilled ones included)."""
+        r = await self.db.fetchrow(
+            f"SELECT {_EVENT_COLS} FROM events WHERE room_id = $1 AND stream_pos IS NOT NULL "
+            "ORDER BY stream_pos LIMIT 1", room_id)
+        return None if r is None else _event_row(r)
+
+    async def insert_historical(self, room_id: str, pdus: Sequence[dict[str, Any]]) -> int:
+        """Backfilled events (newest first) at fresh negative positions, each below every
+        position taken so far; events already in the timeline are left alone, state-only
+        ones get their position. Current state and the events stream are untouched.
+        Returns how many were placed."""
+        placed = 0
+        async with self.db.transaction() as tx:
+            ids = [str(p["event_id"]) for p in pdus]
+            positioned = set(await self.stream_positions_of(tx, ids))
+            known = await self.known_event_ids(ids, tx)
+            for pdu in pdus:
+                eid = str(pdu["event_id"])
+                if eid in positioned:
+                    continue
+                pos = -await self.next_pos(tx, "backfill")
+                if eid in known:
+                    await self.promote_event(tx, eid, pos, pdu, None, None)
+                else:
+                    await self.insert_event(tx, event_id=eid, room_id=room_id, stream_pos=pos, pdu=pdu)
+                positioned.add(eid)
+                placed += 1
+                pending = await self.pending_redaction_for(tx, eid)  # a redaction we already hold
+                if pending:
+                    await self.mark_redacted(tx, eid, pending)
+                if pdu.get("type") == "m.room.redaction":
+                    c = pdu.get("content")
+                    target = c.get("redacts") if isinstance(c, dict) else None
+                    target = target if isinstance(target, str) else pdu.get("redacts")
+                    if isinstance(target, str):
+                        await self.add_redaction(tx, eid, target)
+                        await self.mark_redacted(tx, target, eid)
+        return placed
+
     async def rooms_with_events(self, room_ids: Sequence[str], after: int, upto: int) -> set[str]:
         out: set[str] = set()
         if after >= upto:

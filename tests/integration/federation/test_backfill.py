@@ -1,0 +1,68 @@
+"""Outbound backfill: Bob (hs2) joins Alice's room (hs1) after 30 messages; his
+backwards /messages from the join reaches them (fetched over /backfill), in order and
+once each, and his /sync never shows them as new."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from .conftest import FedServer
+from .test_two_servers import join_remote
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+
+async def page(srv: FedServer, user: Any, room_id: str, frm: str | None, limit: int) -> dict[str, Any]:
+    q = f"?dir=b&limit={limit}" + (f"&from={quote(frm, safe='')}" if frm else "")
+    return await srv.matrix.request(user, "GET", f"/rooms/{quote(room_id, safe='')}/messages{q}")
+
+
+async def test_messages_backfill_reaches_history_from_before_the_join(shared_servers):
+    hs1, hs2 = shared_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    room_id = await hs1.create_room(alice, preset="public_chat", name="History")
+    sent = [await hs1.matrix.send(alice, room_id, f"old {i}") for i in range(30)]
+    sent_ids = [s if isinstance(s, str) else s["event_id"] for s in sent]
+    assert await join_remote(hs2, bob, room_id, via=hs1.name) == room_id
+    first = await hs2.sync_until(bob, lambda r: room_id in r.get("rooms", {}).get("join", {}))
+    timeline = first["rooms"]["join"][room_id]["timeline"]
+    assert not any(e["event_id"] in sent_ids for e in timeline["events"])  # hs2 held only the join state
+
+    # Page backwards from the join in pages of 7 until the end.
+    seen: list[dict[str, Any]] = []
+    frm: str | None = timeline.get("prev_batch")
+    for _ in range(30):
+        resp = await page(hs2, bob, room_id, frm, 7)
+        seen += resp["chunk"]
+        if not resp["chunk"] or "end" not in resp:
+            break
+        frm = resp["end"]
+    ids = [e["event_id"] for e in seen]
+    assert len(ids) == len(set(ids)), "an event came twice"
+    msgs = [e["event_id"] for e in seen if e["type"] == "m.room.message"]
+    assert msgs == list(reversed(sent_ids))
+    bodies = [e["content"]["body"] for e in seen if e["type"] == "m.room.message"]
+    assert bodies == [f"old {i}" for i in reversed(range(30))]
+    assert seen[-1]["type"] == "m.room.create"  # all the way to the start of the room
+    # Topological order: depths never increase going backwards.
+    pdus = await hs2.roomserver.get_events(ids)
+    depths = [pdus[i]["depth"] for i in ids if i in pdus]
+    assert len(depths) == len(ids) and depths == sorted(depths, reverse=True)
+
+    # The old messages never show up in /sync as new: an incremental sync after a new
+    # message shows that one only, and a fresh initial sync's timeline ends with it.
+    new_id = await hs1.matrix.send(alice, room_id, "new one")
+    new_id = new_id if isinstance(new_id, str) else new_id["event_id"]
+    later = await hs2.sync_until(bob, lambda r: any(
+        e["event_id"] == new_id for e in r.get("rooms", {}).get("join", {}).get(room_id, {})
+        .get("timeline", {}).get("events", [])), since=first["next_batch"])
+    got = [e["event_id"] for e in later["rooms"]["join"][room_id]["timeline"]["events"]]
+    assert not set(got) & set(sent_ids)
+    fresh = await hs2.matrix.sync(bob)
+    fresh_ids = [e["event_id"] for e in fresh["rooms"]["join"][room_id]["timeline"]["events"]]
+    assert fresh_ids[-1] == new_id
+    # Current state on hs2 is unchanged by the backfill: still one forward extremity chain.
+    name = await hs2.roomserver.get_state_event(room_id, "m.room.name", "")
+    assert name is not None and name["content"]["name"] == "History"
