@@ -17,11 +17,13 @@ def _by_phase(results: Sequence[PhaseResult]) -> dict[str, PhaseResult]:
 
 
 def _per_replica(res: PhaseResult, service: str, count: Any) -> dict[str, float]:
-    """service:port -> count(scrape delta) / wall seconds of the phase."""
+    """service:port -> count(scrape delta) / seconds between the two scrapes (the counters
+    include the phase's set-up, e.g. room creation, so they are divided by the whole span)."""
+    span = res.span_s or res.wall_s
     out: dict[str, float] = {}
     for (name, port), work in sorted(res.work.items()):
         if name == service:
-            out[f"{name}:{port}"] = count(work) / res.wall_s if res.wall_s > 0 else 0.0
+            out[f"{name}:{port}"] = count(work) / span if span > 0 else 0.0
     return out
 
 

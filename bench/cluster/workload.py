@@ -53,6 +53,7 @@ class PhaseResult:
     name: str
     phase: Phase
     wall_s: float  # the phase's own timed span when it reports one, else between the scrapes
+    # (client-side rates use wall_s; the services' counters, which include set-up, span_s)
     span_s: float = 0.0  # between the two scrapes (CPU shares are over this)
     work: dict[tuple[str, int], scrape.Scrape] = field(default_factory=dict)   # per-process deltas
     cpu_s: dict[tuple[str, int], float] = field(default_factory=dict)
@@ -105,8 +106,6 @@ async def _measured(http: aiohttp.ClientSession, cluster: Cluster, coro: Any, na
         phase = Phase(name, errors=[f"{type(e).__name__}: {e}"])
     after = await snapshot(http, cluster)
     work, cpu = diff(before, after)
-    # (the timed span excludes set-up such as room creation, so counters done during
-    # set-up slightly inflate rates; the scrapes bracket the whole phase)
     wall = phase.wall_s if phase.wall_s > 0 else after.at - before.at
     res = PhaseResult(name, phase, wall, after.at - before.at, work, cpu)
     log.warning("  %-9s %5.1fs %s%s", name, res.wall_s,
