@@ -66,6 +66,16 @@ class FederationInternal:
             return []
         return await self.missing_events.get_event_auth(origin, room_id, event_id)
 
+    async def get_event(self, origin: str, room_id: str, event_id: str) -> dict[str, Any] | None:
+        if self.missing_events is None:
+            return None
+        return await self.missing_events.get_event(origin, room_id, event_id)
+
+    async def get_state_ids(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
+        if self.missing_events is None:
+            return [], []
+        return await self.missing_events.get_state_ids(origin, room_id, event_id)
+
     async def backfill(self, origin: str, room_id: str, from_event_ids: list[str], limit: int
                        ) -> list[dict[str, Any]]:
         if self.missing_events is None:

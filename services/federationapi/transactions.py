@@ -399,6 +399,30 @@ class MissingEventsClient:
         chain = body.get("auth_chain") if isinstance(body, dict) else None
         return await self._checked(room_id, chain[:MAX_AUTH_CHAIN] if isinstance(chain, list) else [])
 
+    async def get_event(self, origin: str, room_id: str, event_id: str) -> dict[str, Any] | None:
+        """`GET /event/{event_id}` at `origin`: the PDU if it is of `room_id` and passes
+        the /send checks, else None."""
+        if self.client is None or self.transactions is None:
+            return None
+        body = await self.client.get_json(origin, f"/_matrix/federation/v1/event/{quote(event_id, safe='')}")
+        pdus = body.get("pdus") if isinstance(body, dict) else None
+        got = await self._checked(room_id, pdus[:1] if isinstance(pdus, list) else [])
+        return got[0] if got else None
+
+    async def get_state_ids(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
+        """`GET /state_ids/{room_id}?event_id=` at `origin`: (IDs of the room's state at
+        the event, i.e. before it, and of that state's auth chain)."""
+        if self.client is None or self.transactions is None:
+            return [], []
+        body = await self.client.get_json(
+            origin, f"/_matrix/federation/v1/state_ids/{quote(room_id, safe='')}", {"event_id": event_id})
+        if not isinstance(body, dict):
+            return [], []
+
+        def ids(v: Any) -> list[str]:
+            return [e for e in v[:MAX_AUTH_CHAIN] if isinstance(e, str)] if isinstance(v, list) else []
+        return ids(body.get("pdu_ids")), ids(body.get("auth_chain_ids"))
+
     async def _checked(self, room_id: str, pdus: list[Any]) -> list[dict[str, Any]]:
         """The PDUs of `room_id` that pass the /send checks (bad hash: redacted)."""
         assert self.transactions is not None

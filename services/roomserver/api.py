@@ -125,6 +125,14 @@ class MissingEventsFetcher(Protocol):
         """`GET /backfill` at `origin`: events before (and including) `from_event_ids`, checked."""
         ...
 
+    async def get_event(self, origin: str, room_id: str, event_id: str) -> dict[str, Any] | None:
+        """`GET /event/{event_id}` at `origin`: the PDU, checked; None if not of the room."""
+        ...
+
+    async def get_state_ids(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
+        """`GET /state_ids` at `origin`: (IDs of the state at the event, auth chain IDs)."""
+        ...
+
 
 class RoomserverAPI(Protocol):
     # perform (each goes through the input log and waits for the commit)

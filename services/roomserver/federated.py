@@ -78,6 +78,10 @@ MISSING_EVENTS_TIMEOUT_S = 10.0
 # Gaps filled per input record (a transaction's PDUs of one room); later gaps use the known prevs.
 MAX_FETCHES_PER_INPUT = 2
 MAX_AUTH_FETCH = 1000  # events of one /event_auth answer
+MAX_EVENT_FETCH = 20  # single /event requests for the auth events of one PDU
+MAX_STATE_FETCHES_PER_INPUT = 4  # auth / gap-state fetches of one input record
+MAX_GAPS = 2  # prevs of one event whose state is asked for
+MAX_STATE_FETCH = 200  # single /event requests for the state at one gap
 CREATE_KEY = ("m.room.create", "")
 # A state: (type, state_key) -> (event_id, event_nid); nid 0 = written in this transaction.
 State = dict[tuple[str, str], tuple[str, int]]
@@ -141,6 +145,7 @@ class FederatedInput:
         self.fetcher = fetcher
         self._snapshots: OrderedDict[int, State] = OrderedDict()
         self._fetch_budget = 0  # set per input record by `receive`
+        self._state_budget = 0  # likewise, for auth events and the state at gaps
         # Fast-path events staged by `receive`, committed together by `_flush`.
         self._batching = False
         self._pending: PersistBatch | None = None
@@ -263,6 +268,7 @@ class FederatedInput:
                 events.append(ev)
         events.sort(key=lambda e: e.depth)
         self._fetch_budget = MAX_FETCHES_PER_INPUT  # the room's worker (and the /send answer) waits for each
+        self._state_budget = MAX_STATE_FETCHES_PER_INPUT
         self._batching = True
         try:
             for ev in events:
@@ -329,6 +335,13 @@ class FederatedInput:
         self._fetch_budget -= 1
         return True
 
+    def _may_fetch_state(self, fetch_state: bool) -> bool:
+        """Auth events / state at a gap: a budget of its own (one input record)."""
+        if not fetch_state or self.fetcher is None or self._state_budget <= 0:
+            return False
+        self._state_budget -= 1
+        return True
+
     def _try_event_id(self, pdu: Any, room: RoomInfo | None) -> str | None:
         if not isinstance(pdu, dict):
             return None
@@ -359,9 +372,16 @@ class FederatedInput:
         return ev
 
     async def process(self, room: RoomInfo, rv: RoomVersion, origin: str, ev: Event, *,
-                      fetch_missing: bool) -> str:
+                      fetch_missing: bool, fetch_state: bool | None = None) -> str:
         """Check and commit one event: "accepted", "soft_failed", or the rejection
-        reason (stored as rejected). Raises NotStoredError when nothing is stored."""
+        reason (stored as rejected). Raises NotStoredError when nothing is stored.
+
+        fetch_missing: may ask the origin for missing prevs (get_missing_events) and auth
+        events. fetch_state (default: fetch_missing): may ask for missing auth events and
+        for the state at a prev we lack or hold as an outlier (/state_ids, /event) — also
+        for the events a get_missing_events brought, whose earliest prevs are the gap."""
+        if fetch_state is None:
+            fetch_state = fetch_missing
         auth_ids = ev.full_auth_event_ids
         prev_ids = ev.prev_event_ids
         # One query for the event itself (dedupe), its auth events and its prevs.
@@ -394,7 +414,7 @@ class FederatedInput:
         # /event_auth of the event), stored as outliers once they pass their own checks.
         auth_rows = {a: rows[a] for a in auth_ids if a in rows}
         missing_auth = [a for a in auth_ids if a not in auth_rows]
-        if missing_auth and self._may_fetch(fetch_missing):
+        if missing_auth and (self._may_fetch(fetch_missing) or self._may_fetch_state(fetch_state)):
             await self._fetch_auth(room, rv, origin, ev)
             auth_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(auth_ids)))}
             missing_auth = [a for a in auth_ids if a not in auth_rows]
@@ -415,10 +435,30 @@ class FederatedInput:
             prev_rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys(prev_ids)))}
         with_state = [r for r in prev_rows.values()
                       if r.room_id == room.room_id and r.after_snapshot_nid != 0]
+        # Prevs still missing, or outliers: the state after them from the origin.
+        gaps = [p for p in dict.fromkeys(prev_ids)
+                if p not in prev_rows or (prev_rows[p].room_id == room.room_id
+                                          and prev_rows[p].after_snapshot_nid == 0)]
+        gap_states: list[State] = []
+        if gaps and self._may_fetch_state(fetch_state):
+            for p in gaps[:MAX_GAPS]:
+                got = await self._state_at_gap(room, rv, origin, p)
+                if got is not None:
+                    gap_states.append(got)
         # Approximated (prevs missing or outliers): a failure against it is a soft-fail,
         # not a rejection — the event's real state before may allow it.
-        state_known = len(with_state) == len(set(prev_ids))
-        if not with_state:
+        state_known = len(with_state) + len(gap_states) == len(set(prev_ids))
+        if gap_states:
+            states = [await self.snapshot_state(r.after_snapshot_nid) for r in with_state] + gap_states
+            try:
+                before_state = await self._resolve(rv, states)
+            except RejectedError as e:
+                await self._commit(room, rv, ev, None, None, str(e))
+                return f"rejected: {e}"
+            parent = ((await self._snapshot_info(with_state[0].after_snapshot_nid), states[0])
+                      if with_state else None)
+            before_ref = await self._snapshot_for(room, before_state, parent)
+        elif not with_state:
             # No prev with known state (all missing, or outliers): the current state
             # stands in for it (documented limitation).
             before_state: State = dict(room.state)
@@ -492,20 +532,21 @@ class FederatedInput:
             if m.event_id == ev.event_id:
                 continue
             try:
-                await self.process(room, rv, origin, m, fetch_missing=False)
+                # No get_missing_events of its own, but the earliest may stand at a gap.
+                await self.process(room, rv, origin, m, fetch_missing=False, fetch_state=True)
             except NotStoredError as e:
                 log.info("missing event %s from %s not stored: %s", m.event_id, origin, e)
         await self._flush(room)  # the caller reads its prevs from the database next
 
     async def _fetch_auth(self, room: RoomInfo, rv: RoomVersion, origin: str, ev: Event) -> None:
         get_event_auth = getattr(self.fetcher, "get_event_auth", None)
-        if get_event_auth is None:
-            return
-        try:
-            pdus = await asyncio.wait_for(get_event_auth(origin, room.room_id, ev.event_id), MISSING_EVENTS_TIMEOUT_S)
-        except Exception as e:  # the remote is down or hostile: the event stays unstored
-            log.info("event_auth from %s for %s failed: %s", origin, ev.event_id, e)
-            return
+        pdus: Any = []
+        if get_event_auth is not None:
+            try:
+                pdus = await asyncio.wait_for(get_event_auth(origin, room.room_id, ev.event_id),
+                                              MISSING_EVENTS_TIMEOUT_S)
+            except Exception as e:  # the remote is down or hostile: try the events one by one
+                log.info("event_auth from %s for %s failed: %s", origin, ev.event_id, e)
         fetched: dict[str, Event] = {}
         for p in pdus[:MAX_AUTH_FETCH] if isinstance(pdus, list) else []:
             try:
@@ -515,7 +556,83 @@ class FederatedInput:
                 continue
             if e.type != "m.room.create":  # the room's create event is ours already
                 fetched[e.event_id] = e
+        # What the answer lacked (or no /event_auth at all): the events themselves.
+        await self._fetch_events(room, rv, origin, list(ev.full_auth_event_ids), fetched)
         await self.store_outliers(room, rv, fetched)
+
+    async def _fetch_events(self, room: RoomInfo, rv: RoomVersion, origin: str, wanted: list[str],
+                            fetched: dict[str, Event], limit: int = MAX_EVENT_FETCH) -> None:
+        """`GET /event` of each of `wanted` (and, level by level, of the auth events they
+        cite) that is neither stored nor in `fetched`; adds them to `fetched`. At most
+        `limit` requests, a few at a time."""
+        get_event = getattr(self.fetcher, "get_event", None)
+        if get_event is None:
+            return
+        budget = limit
+        todo = list(dict.fromkeys(wanted))
+        while todo and budget > 0:
+            stored = {r.event_id for r in await self.store.get_event_rows(todo)}
+            todo = [e for e in todo if e not in stored and e not in fetched][:budget]
+            if not todo:
+                return
+            budget -= len(todo)
+
+            async def one(eid: str) -> Any:
+                try:
+                    return await asyncio.wait_for(get_event(origin, room.room_id, eid), MISSING_EVENTS_TIMEOUT_S)
+                except Exception as e:
+                    log.info("event %s from %s not fetched: %s", eid, origin, e)
+                    return None
+
+            got: list[Any] = []
+            for i in range(0, len(todo), 8):
+                got += await asyncio.gather(*(one(eid) for eid in todo[i:i + 8]))
+            nxt: list[str] = []
+            for want, p in zip(todo, got):
+                if not isinstance(p, dict):
+                    continue
+                try:
+                    e = self._parse(p, rv, room.room_id)
+                except NotStoredError as err:
+                    log.info("dropping event %s from %s: %s", want, origin, err)
+                    continue
+                if e.event_id != want or e.type == "m.room.create":
+                    continue
+                fetched[e.event_id] = e
+                nxt += [a for a in e.full_auth_event_ids if a not in fetched]
+            todo = nxt
+
+    async def _state_at_gap(self, room: RoomInfo, rv: RoomVersion, origin: str, prev_id: str) -> State | None:
+        """The state after `prev_id`, a prev event we lack or hold as an outlier: the
+        origin's /state_ids at it, the events we miss fetched (/event) and stored as
+        outliers, plus `prev_id` itself when it is a state event. None if that fails."""
+        get_state_ids = getattr(self.fetcher, "get_state_ids", None)
+        if get_state_ids is None:
+            return None
+        try:
+            pdu_ids, chain_ids = await asyncio.wait_for(get_state_ids(origin, room.room_id, prev_id),
+                                                        MISSING_EVENTS_TIMEOUT_S)
+        except Exception as e:
+            log.info("state_ids from %s at %s failed: %s", origin, prev_id, e)
+            return None
+        if not pdu_ids:
+            return None
+        fetched: dict[str, Event] = {}
+        await self._fetch_events(room, rv, origin, [prev_id, *pdu_ids, *chain_ids], fetched,
+                                 limit=MAX_STATE_FETCH)
+        await self.store_outliers(room, rv, fetched)
+        rows = {r.event_id: r for r in await self.store.get_event_rows(list(dict.fromkeys([*pdu_ids, prev_id])))}
+        state: State = {}
+        for eid in [*pdu_ids, prev_id]:
+            r = rows.get(eid)
+            if r is None or r.rejected or r.room_id != room.room_id:
+                if eid != prev_id:
+                    return None  # an incomplete state would mislead the auth checks
+                continue
+            t, sk = r.pdu.get("type"), r.pdu.get("state_key")
+            if isinstance(t, str) and isinstance(sk, str):
+                state[(t, sk)] = (eid, r.event_nid)
+        return state if CREATE_KEY in state else None
 
     async def store_outliers(self, room: RoomInfo, rv: RoomVersion, events: dict[str, Event]) -> set[str]:
         """Store `events` without state (before = after = 0), in auth order, each checked

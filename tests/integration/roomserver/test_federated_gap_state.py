@@ -1,0 +1,73 @@
+"""The state at a gap: a PDU whose earliest fetched ancestor's prev we lack (SyTest's
+"outlier" fixture, 50federation/00prepare.pl send_and_await_outlier): S arrives, its prev
+R comes from get_missing_events, R's prev Q never does — the origin's /state_ids at Q
+(events fetched one by one with /event; no /event_auth) gives R a known state before, and
+Q is stored as an outlier."""
+from __future__ import annotations
+
+from typing import Any
+
+from services.roomserver.input import RoomInputProcessor
+
+from .fedhelpers import REMOTE, receive
+from .test_federated_input import BOB, ROOM, joined_bob
+
+
+class StateFetcher:
+    def __init__(self, events: dict[str, Any], missing: list[Any], state_ids: dict[str, list[str]]) -> None:
+        self.events, self.missing, self.state_ids = events, missing, state_ids
+        self.calls: list[tuple[str, str]] = []
+
+    async def get_missing_events(self, origin: str, room_id: str, earliest: list[str], latest: list[str],
+                                 limit: int, min_depth: int) -> list[dict[str, Any]]:
+        self.calls.append(("get_missing_events", latest[0]))
+        return [e.pdu for e in self.missing]
+
+    async def get_event_auth(self, origin: str, room_id: str, event_id: str) -> list[dict[str, Any]]:
+        self.calls.append(("event_auth", event_id))
+        raise OSError("404: SyTest's servers have no /event_auth")
+
+    async def get_event(self, origin: str, room_id: str, event_id: str) -> dict[str, Any] | None:
+        self.calls.append(("event", event_id))
+        ev = self.events.get(event_id)
+        return ev.pdu if ev is not None else None
+
+    async def get_state_ids(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
+        self.calls.append(("state_ids", event_id))
+        return self.state_ids.get(event_id, []), []
+
+
+async def test_state_at_a_gap_is_fetched(processor: RoomInputProcessor, store) -> None:
+    remote = await joined_bob(processor)
+    room = await processor.room(ROOM)
+    room_ext = list(room.extremities)
+    state = {k: v[0] for k, v in room.state.items()}
+    q = await remote.event("m.room.member", BOB, {"membership": "join", "displayname": "Q"}, state_key=BOB)
+    after_q = {**state, ("m.room.member", BOB): q.event_id}
+    r = await remote.message(BOB, "R", prev=[q.event_id], depth=q.depth + 1, state=after_q)
+    s = await remote.message(BOB, "S", prev=[r.event_id], depth=r.depth + 2, state=after_q)
+    fetcher = StateFetcher({q.event_id: q}, [r], {q.event_id: list(state.values())})
+    processor.federated.fetcher = fetcher
+    res = await receive(processor, REMOTE, ROOM, s)
+    assert res["results"] == {s.event_id: None} and res["soft_failed"] == []
+    assert ("state_ids", q.event_id) in fetcher.calls and ("event", q.event_id) in fetcher.calls
+    q_row = await store.get_event_row(q.event_id)
+    assert q_row is not None and not q_row.rejected and q_row.after_snapshot_nid == 0  # an outlier
+    r_row = await store.get_event_row(r.event_id)
+    assert r_row is not None and not r_row.rejected and not r_row.soft_failed
+    before_r = await processor.federated.snapshot_state(r_row.before_snapshot_nid)
+    assert before_r[("m.room.member", BOB)][0] == q.event_id  # the state after Q, not ours
+    assert before_r[("m.room.create", "")][0] == state[("m.room.create", "")]
+    # Q forked off before our extremity: both branches stay forward extremities.
+    assert set((await processor.room(ROOM)).extremities) == {*room_ext, s.event_id}
+
+
+async def test_no_state_ids_answer_falls_back_to_the_approximation(processor: RoomInputProcessor, store) -> None:
+    remote = await joined_bob(processor)
+    m = await remote.message(BOB, "after a gap", prev=["$unknown"], depth=40)
+    fetcher = StateFetcher({}, [], {})
+    processor.federated.fetcher = fetcher
+    res = await receive(processor, REMOTE, ROOM, m)
+    assert res["results"] == {m.event_id: None}
+    assert ("state_ids", "$unknown") in fetcher.calls
+    assert not (await store.get_event_row(m.event_id)).rejected
