@@ -157,8 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temp dir (Axon logs, data)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    # The fake remotes' listeners close with idle keep-alive connections open: not an error.
-    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
     opts = Options.quick() if args.quick else Options()
     over = {k: v for k, v in (("members", args.members), ("messages", args.messages), ("txns", args.txns)) if v}
     if over:

@@ -11,6 +11,7 @@ of Matrix semantics.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import urllib.parse
 from collections import Counter
@@ -173,6 +174,8 @@ class FakeRemote:
             self._app(), host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
             lifespan="off", ssl_certfile=self.cert, ssl_keyfile=self.keyfile, timeout_graceful_shutdown=1))
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # Closing with idle keep-alive connections open is logged as an error: it is not one here.
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
         self._server = server
         self._task = asyncio.create_task(server.serve())
         for _ in range(400):
