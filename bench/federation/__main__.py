@@ -129,6 +129,8 @@ def table(results: dict[str, Any], opts: Options) -> str:
                      f"({r.get('messages')} messages)", _fmt(r.get("delivered_pdus_per_s")), "",
                      ok(r.get("delivered") == r.get("expected") and r.get("duplicates") == 0 if "expected" in r else None)))
         rows.append(("outbound fan-out: local sends/s (4 concurrent PUTs)", _fmt(r.get("sends_per_s")), "", ""))
+        rows.append(("outbound fan-out: PUT answered → destination's /send, p50 / p99 (ms)",
+                     f"{_fmt(r.get('delivery_p50_ms'))} / {_fmt(r.get('delivery_p99_ms'))}", "", ""))
     r = results.get("large_join")
     if r is not None:
         js, rss = r.get("join_s"), r.get("peak_rss_end_mb")

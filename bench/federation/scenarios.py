@@ -190,13 +190,16 @@ async def fanout(base: str, axon_name: str, workdir: Path, *, destinations: int,
         for r in remotes:
             r.reset_received()
         sent: list[str] = []
+        sent_at: dict[str, float] = {}   # event ID -> when its PUT answered
         send_lat: list[float] = []
 
         async def sender(k: int) -> None:
             for j in range(k, messages, senders):
                 t = time.monotonic()
-                sent.append(await alice.send_text(room, f"fan {j}"))
-                send_lat.append(time.monotonic() - t)
+                eid = await alice.send_text(room, f"fan {j}")
+                sent_at[eid] = time.monotonic()
+                sent.append(eid)
+                send_lat.append(sent_at[eid] - t)
 
         t0 = time.monotonic()
         await asyncio.gather(*(sender(k) for k in range(senders)))
@@ -215,6 +218,8 @@ async def fanout(base: str, axon_name: str, workdir: Path, *, destinations: int,
         if dupes:
             errors.append(f"{dupes} duplicate deliveries")
         all_s = max(per_dest_s) if per_dest_s else 0.0
+        # Per PDU and destination: from the local PUT's answer to the destination's /send.
+        lag = [r.first_seen[e] - sent_at[e] for r in remotes for e in want if e in r.first_seen]
         return {
             "destinations": destinations, "messages": messages, "senders": senders,
             "send_s": round(send_s, 3), "sends_per_s": round(messages / send_s, 1),
@@ -222,6 +227,9 @@ async def fanout(base: str, axon_name: str, workdir: Path, *, destinations: int,
             "delivered": delivered, "expected": len(want) * len(remotes), "duplicates": dupes,
             "other_pdus": extra, "all_delivered_s": round(all_s, 3),
             "delivered_pdus_per_s": round(delivered / all_s, 1) if all_s > 0 else None,
+            "delivery_p50_ms": round(percentile(lag, 50) * 1000, 1) if lag else None,
+            "delivery_p99_ms": round(percentile(lag, 99) * 1000, 1) if lag else None,
+            "last_delivery_after_last_send_s": round(all_s - send_s, 3),
             "per_destination_s_min_max": [round(min(per_dest_s), 3), round(max(per_dest_s), 3)],
             "transactions_received": sum(sum(r.txns.values()) for r in remotes),
             "errors": errors,
