@@ -174,19 +174,13 @@ def build_membership_router(ctx: MembershipRoutesContext) -> APIRouter:
         state = await rs.get_current_state(room_id)
         return {"knock_room_state": stripped_state(state.values())}
 
-    @router.put(FED_V2 + "/invite/{room_id}/{event_id}")
-    async def invite(room_id: str, event_id: str, request: Request, origin: str = Depends(auth)) -> dict[str, Any]:
-        body = _body_pdu(request)
-        version = body.get("room_version")
-        if not isinstance(version, str):
-            raise bad_json("room_version is required")
+    async def accept_invite(room_id: str, event_id: str, origin: str, version: str, event: Any,
+                            stripped: Any) -> dict[str, Any]:
         if version not in ROOM_VERSIONS:
             raise incompatible_room_version(version)
         rv = get_room_version(version)
-        event = body.get("event")
         if not isinstance(event, dict):
             raise bad_json("event is required")
-        stripped = body.get("invite_room_state", [])
         if not isinstance(stripped, list):
             raise bad_json("invite_room_state must be a list")
         pdu = await _checked_membership_pdu(ctx, origin, room_id, event_id, event, rv, "invite")
@@ -199,5 +193,25 @@ def build_membership_router(ctx: MembershipRoutesContext) -> APIRouter:
         sign_event(pdu, rv, ctx.server_name, ctx.signing_key)
         await rs.store_invite(version, pdu, [s for s in stripped if isinstance(s, dict)][:MAX_INVITE_ROOM_STATE])
         return {"event": pdu}
+
+    @router.put(FED_V2 + "/invite/{room_id}/{event_id}")
+    async def invite(room_id: str, event_id: str, request: Request, origin: str = Depends(auth)) -> dict[str, Any]:
+        body = _body_pdu(request)
+        version = body.get("room_version")
+        if not isinstance(version, str):
+            raise bad_json("room_version is required")
+        return await accept_invite(room_id, event_id, origin, version, body.get("event"),
+                                   body.get("invite_room_state", []))
+
+    @router.put(FED_V1 + "/invite/{room_id}/{event_id}")
+    async def invite_v1(room_id: str, event_id: str, request: Request, origin: str = Depends(auth)) -> list[Any]:
+        # Deprecated v1: the body is the event, its stripped state in unsigned, and no room
+        # version is named: the room's if we know it, else "1" (what v1 servers speak).
+        event = _body_pdu(request)
+        version = await rs.get_room_version(room_id) or "1"
+        unsigned = event.get("unsigned")
+        stripped = unsigned.get("invite_room_state", []) if isinstance(unsigned, dict) else []
+        answer = await accept_invite(room_id, event_id, origin, version, event, stripped)
+        return [200, answer]
 
     return router

@@ -1,0 +1,39 @@
+"""SyTest 50federation regressions over the two-server harness (hs2 plays the remote)."""
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import pytest
+
+from libs.events.builder import build_event
+from libs.events.room_versions import get_room_version
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+V1 = get_room_version("1")
+
+
+async def test_inbound_v1_invite(shared_servers):
+    # 35room-invite.pl "Inbound federation can receive invites via v1 API": the body is the
+    # event (stripped state in unsigned), no room version (a v1 room), answer [200, {event}].
+    hs1, hs2 = shared_servers
+    alice = await hs1.register("alice")
+    key = hs2.federation.api.signing_keys[0]
+    room_id = f"!v1room{int(time.time() * 1000)}:{hs2.name}"
+    ev = build_event(V1, type="m.room.member", sender=f"@creator:{hs2.name}", room_id=room_id,
+                     content={"membership": "invite"}, prev_events=["$1:" + hs2.name],
+                     auth_events=["$0:" + hs2.name], depth=3, origin_server_ts=int(time.time() * 1000),
+                     server_name=hs2.name, signing_key=key, state_key=alice.user_id,
+                     event_id=f"$inv{int(time.time() * 1000)}:{hs2.name}",
+                     unsigned={"invite_room_state": [{"type": "m.room.name", "state_key": "",
+                                                      "sender": f"@creator:{hs2.name}",
+                                                      "content": {"name": "Old times"}}]})
+    pdu = dict(ev.pdu)
+    answer = await hs2.federation.client.put_json(
+        hs1.name, f"/_matrix/federation/v1/invite/{quote(room_id, safe='')}/{quote(ev.event_id, safe='')}", pdu)
+    assert isinstance(answer, list) and answer[0] == 200, answer
+    assert set(answer[1]["event"]["signatures"]) == {hs1.name, hs2.name}
+    sync = await hs1.sync_until(alice, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
+    names = [e for e in sync["rooms"]["invite"][room_id]["invite_state"]["events"] if e["type"] == "m.room.name"]
+    assert names and names[0]["content"]["name"] == "Old times"
