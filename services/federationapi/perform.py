@@ -186,6 +186,21 @@ def _http_error_to_matrix(e: FederationHTTPError) -> MatrixError:
                        str(body.get("error") or f"{e.destination} refused: {e.status}"), **extra)
 
 
+def _endpoint_unknown(e: FederationHTTPError) -> bool:
+    """The remote does not have the route (an older server): 404/405 without an errcode
+    or with M_UNRECOGNIZED, or 400 M_UNRECOGNIZED."""
+    if e.status in (404, 405):
+        return e.errcode in (None, "M_UNRECOGNIZED")
+    return e.status == 400 and e.errcode == "M_UNRECOGNIZED"
+
+
+def _v1_answer(resp: Any) -> Any:
+    """The body of a deprecated v1 answer, `[200, body]`."""
+    if isinstance(resp, list) and len(resp) == 2 and isinstance(resp[1], dict):
+        return resp[1]
+    return resp
+
+
 def _refs(template: Mapping[str, Any], key: str) -> tuple[list[str], dict[str, dict[str, str]]]:
     """Event IDs (and v1/v2 reference hashes) of a template's prev_events/auth_events."""
     ids: list[str] = []
@@ -342,9 +357,15 @@ class MembershipPerformer:
         rv = get_room_version(version)
         ev = self._build_from_template(rv, template, room_id, user_id, "join", content)
         pdu = federation_form(ev.pdu, rv)
+        path = f"/send_join/{quote(room_id, safe='')}/{quote(ev.event_id, safe='')}"
         try:
-            resp = await self.client.put_json(
-                server, f"{FED_V2}/send_join/{quote(room_id, safe='')}/{quote(ev.event_id, safe='')}", pdu)
+            try:
+                resp = await self.client.put_json(server, FED_V2 + path, pdu)
+            except FederationHTTPError as e:
+                if not _endpoint_unknown(e):
+                    raise
+                # An older server: the deprecated v1 form (same event, answer [200, body]).
+                resp = _v1_answer(await self.client.put_json(server, FED_V1 + path, pdu))
         except FederationHTTPError as e:
             raise _http_error_to_matrix(e) from None
         except FederationError as e:
@@ -505,9 +526,16 @@ class MembershipPerformer:
             raise bad_json(f"cannot build the invite: {e}") from None
         pdu = federation_form(ev.pdu, rv)
         body = {"event": pdu, "room_version": version, "invite_room_state": template["stripped"]}
+        path = f"/invite/{quote(room_id, safe='')}/{quote(ev.event_id, safe='')}"
         try:
-            resp = await self.client.put_json(
-                destination, f"{FED_V2}/invite/{quote(room_id, safe='')}/{quote(ev.event_id, safe='')}", body)
+            try:
+                resp = await self.client.put_json(destination, FED_V2 + path, body)
+            except FederationHTTPError as e:
+                if not _endpoint_unknown(e):
+                    raise
+                # An older server: v1 takes the event itself, the stripped state in unsigned.
+                v1_body = {**pdu, "unsigned": {"invite_room_state": template["stripped"]}}
+                resp = _v1_answer(await self.client.put_json(destination, FED_V1 + path, v1_body))
         except FederationHTTPError as e:
             raise _http_error_to_matrix(e) from None
         except FederationError as e:
