@@ -37,6 +37,7 @@ class Options:
     messages: int = 200
     members: int = 10_000
     join_budget_s: float = 600.0
+    probe_users: int = 300
 
     @classmethod
     def quick(cls) -> Options:
@@ -96,6 +97,12 @@ async def run(opts: Options, workdir: Path, only: set[str], profile_join: Path |
                     log.warning("axon log tail:\n%s", log_tail(server.log_path, 20))
         finally:
             await resident.stop()
+    if "synapse-probe" in only:
+        from bench.federation.synapse_probe import probe_synapse_room_build
+
+        await _guard("synapse_room_build_probe",
+                     probe_synapse_room_build(workdir, users=opts.probe_users, target_members=opts.members),
+                     900, results)
     return results
 
 
@@ -142,6 +149,12 @@ def table(results: dict[str, Any], opts: Options) -> str:
         rows.append(("  joining Axon's peak RSS (MB, VmHWM)", _fmt(rss), "< 500 MB", ok(rss < 500 if rss else None)))
         rows.append(("  joined_members after the join (count correct?)", _fmt(r.get("joined_members_after")), "",
                      ok(not r.get("errors") if "joined_members_after" in r else None)))
+    r = results.get("synapse_room_build_probe")
+    if r is not None:
+        rows.append((f"Synapse probe: registrations+joins/s into one room ({r.get('users')} users, 8 at a time)",
+                     _fmt(r.get("joins_per_s")), "", ""))
+        rows.append((f"Synapse probe: extrapolated time to build a {r.get('target_members')}-member room (s)",
+                     _fmt(r.get("extrapolated_s_for_target")), "", ""))
     out = ["| metric | Axon | target | ok? |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(out)
@@ -150,7 +163,9 @@ def table(results: dict[str, Any], opts: Options) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.federation", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small workload (4 txns, 30 messages, 1000-member join)")
-    p.add_argument("--only", default="inbound,fanout,join", help="comma list of inbound, fanout, join")
+    p.add_argument("--only", default="inbound,fanout,join", help="comma list of inbound, fanout, join, synapse-probe (not in the default: "
+                   "how long a real Synapse takes to build a room of --members users, from --probe-users joins)")
+    p.add_argument("--probe-users", type=int, help="joins the Synapse probe times (default 300)")
     p.add_argument("--members", type=int, help="members in the remote room of the join scenario")
     p.add_argument("--messages", type=int, help="messages of the fan-out scenario")
     p.add_argument("--txns", type=int, help="inbound transactions (50 PDUs each)")
@@ -160,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     opts = Options.quick() if args.quick else Options()
-    over = {k: v for k, v in (("members", args.members), ("messages", args.messages), ("txns", args.txns)) if v}
+    over = {k: v for k, v in (("members", args.members), ("messages", args.messages), ("txns", args.txns),
+                                       ("probe_users", args.probe_users)) if v}
     if over:
         opts = Options(**{**asdict(opts), **over})
     only = {s.strip() for s in args.only.split(",") if s.strip()}
