@@ -645,6 +645,9 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
     @router.get("/directory/room/{alias}")
     async def get_alias(alias: str) -> dict[str, Any]:
         check_alias(alias)
+        if is_remote_alias(alias):  # the alias's server answers (/query/directory)
+            remote_room, servers = await deps.federation.query_room_alias(alias)
+            return {"room_id": remote_room, "servers": servers}
         room_id = await lookup_alias(alias)
         if room_id is None:
             raise _err(404, "M_NOT_FOUND", f"Room alias {alias} not found")

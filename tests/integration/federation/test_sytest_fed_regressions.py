@@ -37,3 +37,16 @@ async def test_inbound_v1_invite(shared_servers):
     sync = await hs1.sync_until(alice, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
     names = [e for e in sync["rooms"]["invite"][room_id]["invite_state"]["events"] if e["type"] == "m.room.name"]
     assert names and names[0]["content"]["name"] == "Old times"
+
+
+async def test_client_directory_lookup_of_a_remote_alias(shared_servers):
+    # 11query-directory.pl "Outbound federation can query room alias directory".
+    hs1, hs2 = shared_servers
+    alice = await hs1.register("alice")
+    room_id = await hs1.create_room(alice, preset="public_chat")
+    alias = f"#dir{int(time.time() * 1000)}:{hs1.name}"
+    await hs1.matrix.request(alice, "PUT", f"/directory/room/{quote(alias)}", json={"room_id": room_id})
+    bob = await hs2.register("bob")
+    got = await hs2.matrix.request(bob, "GET", f"/directory/room/{quote(alias)}")
+    assert got["room_id"] == room_id and hs1.name in got["servers"]
+    await hs2.matrix.request(bob, "GET", f"/directory/room/{quote('#nope:' + hs1.name)}", expect=404)
