@@ -372,16 +372,16 @@ class FederatedInput:
         return ev
 
     async def process(self, room: RoomInfo, rv: RoomVersion, origin: str, ev: Event, *,
-                      fetch_missing: bool, fetch_state: bool | None = None) -> str:
+                      fetch_missing: bool, fetch_state: bool = False) -> str:
         """Check and commit one event: "accepted", "soft_failed", or the rejection
         reason (stored as rejected). Raises NotStoredError when nothing is stored.
 
-        fetch_missing: may ask the origin for missing prevs (get_missing_events) and auth
-        events. fetch_state (default: fetch_missing): may ask for missing auth events and
-        for the state at a prev we lack or hold as an outlier (/state_ids, /event) — also
-        for the events a get_missing_events brought, whose earliest prevs are the gap."""
-        if fetch_state is None:
-            fetch_state = fetch_missing
+        fetch_missing: (a pushed event) may ask the origin for missing prevs
+        (get_missing_events) and auth events. fetch_state (an event get_missing_events
+        brought, whose earliest prevs are the gap): may ask for missing auth events and for
+        the state at a prev we lack or hold as an outlier (/state_ids, /event). A pushed
+        event never asks for the state at its missing prevs (as Synapse: the sender would
+        have given them to get_missing_events)."""
         auth_ids = ev.full_auth_event_ids
         prev_ids = ev.prev_event_ids
         # One query for the event itself (dedupe), its auth events and its prevs.
@@ -440,7 +440,7 @@ class FederatedInput:
                 if p not in prev_rows or (prev_rows[p].room_id == room.room_id
                                           and prev_rows[p].after_snapshot_nid == 0)]
         gap_states: list[State] = []
-        if gaps and self._may_fetch_state(fetch_state):
+        if gaps and not fetch_missing and self._may_fetch_state(fetch_state):
             for p in gaps[:MAX_GAPS]:
                 got = await self._state_at_gap(room, rv, origin, p)
                 if got is not None:
