@@ -185,12 +185,14 @@ def build_membership_router(ctx: MembershipRoutesContext) -> APIRouter:
             raise bad_json("invite_room_state must be a list")
         pdu = await _checked_membership_pdu(ctx, origin, room_id, event_id, event, rv, "invite")
         invitee = pdu["state_key"]
-        if ctx.userapi is not None and await ctx.userapi.get_account(invitee) is None:
-            raise not_found("Unknown user")
         known = await rs.get_room_version(room_id)
         if known is not None and known != version:
             raise incompatible_room_version(version, "The room's version is not the one given")
         sign_event(pdu, rv, ctx.server_name, ctx.signing_key)
+        if ctx.userapi is not None and await ctx.userapi.get_account(invitee) is None:
+            # No such user: signed all the same (the spec's /invite has no 404, and Synapse
+            # answers so), but nothing is stored for a user who does not exist.
+            return {"event": pdu}
         await rs.store_invite(version, pdu, [s for s in stripped if isinstance(s, dict)][:MAX_INVITE_ROOM_STATE])
         return {"event": pdu}
 

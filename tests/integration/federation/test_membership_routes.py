@@ -103,8 +103,11 @@ async def test_handshake_routes_refuse_bad_requests(shared_servers):
     body = await expect_error(invite(ipdu, ieid, "99"), 400, "M_INCOMPATIBLE_ROOM_VERSION")
     ieid2, ipdu2 = invite_event(f"@someone:{hs2.name}")
     await expect_error(invite(ipdu2, ieid2), 403, "M_FORBIDDEN")
+    # A user we do not have: signed (no 404 in the spec; Synapse answers so), nothing stored.
     ieid3, ipdu3 = invite_event(f"@ghost:{hs1.name}")
-    await expect_error(invite(ipdu3, ieid3), 404, "M_NOT_FOUND")
+    ghost = await invite(ipdu3, ieid3)
+    assert set(ghost["event"]["signatures"]) == {hs1.name, hs2.name}
+    assert await hs1.roomserver.get_room_version("!r:" + hs2.name) is None
     # A good one comes back signed by hs1 as well.
     signed = await invite(ipdu, ieid)
     assert set(signed["event"]["signatures"]) == {hs1.name, hs2.name}
