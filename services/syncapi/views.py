@@ -36,6 +36,7 @@ async def format_events(store: SyncStore, rows: Sequence[EventRow], *, device_id
             except UnsupportedRoomVersion:
                 rv = get_room_version("10")
             pdu = redact(pdu, rv)
+            unsigned["redacted_by"] = r.redacted_by  # as Synapse (SyTest reads it)
             red = redactions.get(r.redacted_by)
             if red is not None:
                 unsigned["redacted_because"] = to_client_event(red.pdu, now_ms=now_ms, include_room_id=include_room_id)

@@ -304,6 +304,7 @@ async def test_redaction_applied_in_either_order(h: Harness) -> None:
     page = await hist.messages(room.room_id, B, None, from_=None, to=None, dir_="b", limit=3, flt=EventFilter())
     ev2 = [e for e in page["chunk"] if e["event_id"] == t2.event["event_id"]][0]
     assert ev2["content"] == {} and "redacted_because" in ev2["unsigned"]
+    assert ev2["unsigned"]["redacted_by"] == ev2["unsigned"]["redacted_because"]["event_id"]
 
 
 async def test_prev_content_on_state_changes(h: Harness) -> None:
