@@ -1,16 +1,18 @@
 """Outbound membership handshakes: join, leave, invite and knock for rooms or users on
 other servers, and the checks shared with the inbound routes (routes_membership.py).
 
-* join:   make_join (template) -> our signed join -> send_join (v2) -> VERIFY the answer
+* join:   make_join (template) -> our signed join -> send_join (v2; v1 for servers
+          without it) -> VERIFY the answer
           (format, signatures via the keyring, content hashes, the auth chain is complete
           and every event passes auth against its own auth events, the room's create
           event matches the room and version, our join passes auth) -> roomserver
           `join_remote_room`.
 * leave:  when we are not in the room (a remote invite we reject, a knock we withdraw):
-          make_leave -> send_leave (no server answers: a local-only rejection). When we
-          are joined it is an ordinary local event.
+          make_leave -> send_leave (no server answers, or it refuses: a local-only
+          rejection). When we are joined it is an ordinary local event.
 * invite: of a remote user, the invitee's server must sign it before it enters the room,
-          so it is built here on the room's current state, sent with `PUT /invite` (v2),
+          so it is built here on the room's current state, sent with `PUT /invite` (v2,
+          or v1 for servers without it),
           its signature checked, then handed to the roomserver as a federated PDU of the
           room. `notify_invite` sends invites the roomserver made itself (createRoom).
 * knock:  make_knock -> send_knock (v1).
@@ -460,11 +462,10 @@ class MembershipPerformer:
             event_id, version, pdu, _ = await self._make_send("leave", room_id, user_id, servers, content,
                                                               f"{FED_V2}/send_leave")
         except MatrixError as e:
-            if e.status < 500 and e.errcode != "M_NOT_FOUND":
-                raise
-            # No server of the room answers: the user still gets rid of the invite/knock
-            # here (the room's servers will not know until the user joins again).
-            log.info("leaving %s locally only: %s", room_id, e.error)
+            # No server of the room answers, or it refuses (403, as Synapse treats it too):
+            # the user still gets rid of the invite/knock here (the room's servers will not
+            # know until the user joins again).
+            log.info("leaving %s locally only: %s %s", room_id, e.errcode, e.error)
             return await self._local_leave(room_id, user_id, content)
         await self._store_outlier(version, pdu, [])
         return event_id

@@ -50,3 +50,21 @@ async def test_client_directory_lookup_of_a_remote_alias(shared_servers):
     got = await hs2.matrix.request(bob, "GET", f"/directory/room/{quote(alias)}")
     assert got["room_id"] == room_id and hs1.name in got["servers"]
     await hs2.matrix.request(bob, "GET", f"/directory/room/{quote('#nope:' + hs1.name)}", expect=404)
+
+
+async def test_rejecting_an_invite_the_room_refuses_is_local(shared_servers, monkeypatch):
+    # 35room-invite.pl "Inbound federation can receive invite and reject when remote replies
+    # with a 403": the rejection succeeds here all the same.
+    hs1, hs2 = shared_servers
+    alice, frank = await hs1.register("alice"), await hs2.register("frank")
+    room_id = await hs1.create_room(alice, preset="private_chat")
+    await hs1.matrix.request(alice, "POST", f"/rooms/{room_id}/invite", json={"user_id": frank.user_id})
+    resp = await hs2.sync_until(frank, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
+
+    async def refusing(*a, **k):
+        from libs.errors import MatrixError
+        raise MatrixError(403, "M_FORBIDDEN", "go away")
+
+    monkeypatch.setattr(hs2.federation.api.performer, "_make", refusing)
+    await hs2.matrix.request(frank, "POST", f"/rooms/{quote(room_id, safe='')}/leave", json={})
+    await hs2.sync_until(frank, lambda r: room_id in r.get("rooms", {}).get("leave", {}), since=resp["next_batch"])
