@@ -64,6 +64,8 @@ def split_join_parts(state: list[Any], auth_chain: list[Any], part_bytes: int
 class RoomserverInternal:
     # Budget of one join_remote_room part record (the log refuses records over 1 MiB).
     join_part_bytes = 640 * 1024
+    # ~47 bytes per state event ID in the join's output record (state_added): 20k ≈ 940 KB.
+    max_join_state_events = 20_000
 
     def __init__(
         self,
@@ -296,6 +298,11 @@ class RoomserverInternal:
                                state: list[dict[str, Any]], auth_chain: list[dict[str, Any]]) -> str:
         # A large room's state does not fit one input record (the log's 1 MiB limit): it
         # goes in parts the room's worker gathers; the last one carries the join.
+        if len(state) > self.max_join_state_events:
+            # The join's output record lists every state event ID; over the log's 1 MiB
+            # limit it could never be published and would stall the outbox relay.
+            raise MatrixError(413, "M_TOO_LARGE", f"the room's state is too large to join here "
+                                                  f"({len(state)} events, at most {self.max_join_state_events})")
         parts = split_join_parts(state, auth_chain, self.join_part_bytes)
         join_id = uuid.uuid4().hex
         result: dict[str, Any] = {}

@@ -59,3 +59,19 @@ async def test_join_in_many_parts(shared_servers, monkeypatch):
         return m is not None and m.membership == "join"
 
     await wait_for(bob_joined_on_hs1, what="hs1 seeing bob's join")
+
+
+@pytest.mark.asyncio(loop_scope="package")
+async def test_join_of_a_room_with_too_much_state_is_refused(shared_servers, monkeypatch):
+    hs1, hs2 = shared_servers
+    alice = await hs1.register("alice")
+    room_id = await hs1.create_room(alice, preset="public_chat")
+    monkeypatch.setattr(type(hs2.roomserver), "max_join_state_events", 3)
+    bob = await hs2.register("bob")
+    r = await hs2.matrix.request(bob, "POST", f"/join/{quote(room_id, safe='')}?server_name={quote(hs1.name)}",
+                                 json={}, expect=413)
+    assert r["errcode"] == "M_TOO_LARGE"
+    assert await hs2.roomserver.get_joined_members(room_id) == []
+    # The roomserver still works: a room of hs2's own.
+    own = await hs2.create_room(bob)
+    await hs2.matrix.send(bob, own, "still fine")
