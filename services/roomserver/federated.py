@@ -625,13 +625,18 @@ class FederatedInput:
         state: State = {}
         for eid in [*pdu_ids, prev_id]:
             r = rows.get(eid)
-            if r is None or r.rejected or r.room_id != room.room_id:
+            if r is None:
                 if eid != prev_id:
-                    return None  # an incomplete state would mislead the auth checks
+                    # An incomplete state would mislead the auth checks.
+                    log.info("state at %s from %s unusable: %s missing", prev_id, origin, eid)
+                    return None
                 continue
+            if r.rejected or r.room_id != room.room_id:
+                continue  # a rejected event is in no state (the origin's view aside)
             t, sk = r.pdu.get("type"), r.pdu.get("state_key")
             if isinstance(t, str) and isinstance(sk, str):
                 state[(t, sk)] = (eid, r.event_nid)
+        log.info("state at gap %s from %s: %d events (%d fetched)", prev_id, origin, len(state), len(fetched))
         return state if CREATE_KEY in state else None
 
     async def store_outliers(self, room: RoomInfo, rv: RoomVersion, events: dict[str, Event]) -> set[str]:

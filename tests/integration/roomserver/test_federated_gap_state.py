@@ -74,3 +74,31 @@ async def test_a_pushed_event_never_asks_for_the_state_at_its_missing_prev(proce
     assert res["results"] == {m.event_id: None}  # the approximation stands (documented)
     assert ("get_missing_events", m.event_id) in fetcher.calls
     assert not any(c[0] == "state_ids" for c in fetcher.calls)
+
+
+async def test_a_rejected_event_of_the_gap_state_is_left_out(processor: RoomInputProcessor, store) -> None:
+    # 36state.pl "Outbound federation requests missing prev_events and then asks for
+    # /state_ids and resolves the state": the origin's state names an event that fails
+    # its auth checks here; the rest of that state is used without it.
+    remote = await joined_bob(processor)
+    room = await processor.room(ROOM)
+    state = {k: v[0] for k, v in room.state.items()}
+    # Bob (power 0) may not send the room name: rejected when fetched.
+    bad = await remote.event("m.room.name", BOB, {"name": "hijack"}, state_key="")
+    t = await remote.event("m.room.member", BOB, {"membership": "join", "displayname": "T"}, state_key=BOB)
+    y = await remote.message(BOB, "Y", prev=[t.event_id], depth=t.depth + 1,
+                             state={**state, ("m.room.member", BOB): t.event_id})
+    x = await remote.message(BOB, "X", prev=[y.event_id], depth=y.depth + 1,
+                             state={**state, ("m.room.member", BOB): t.event_id})
+    c = await remote.message(BOB, "C", prev=[x.event_id], depth=x.depth + 1,
+                             state={**state, ("m.room.member", BOB): t.event_id})
+    gap_state = [*state.values(), bad.event_id, t.event_id]
+    fetcher = StateFetcher({e.event_id: e for e in (bad, t, y)}, [x], {y.event_id: gap_state})
+    processor.federated.fetcher = fetcher
+    res = await receive(processor, REMOTE, ROOM, c)
+    assert res["results"] == {c.event_id: None}
+    assert (await store.get_event_row(bad.event_id)).rejected
+    x_row = await store.get_event_row(x.event_id)
+    before_x = await processor.federated.snapshot_state(x_row.before_snapshot_nid)
+    assert before_x[("m.room.member", BOB)][0] == t.event_id
+    assert ("m.room.name", "") not in before_x or before_x[("m.room.name", "")][0] != bad.event_id
