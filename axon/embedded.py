@@ -122,8 +122,9 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
     syncapi = SyncService(config, await db("syncapi", SYNCAPI_MIGRATIONS), event_log,
                           roomserver=roomserver.api, userapi=userapi.api, auth=guest_auth)
     ratelimiter = RateLimiter(config.rate_limiting)
-    account_routers = build_account_routers(AccountRoutesContext(
-        config=config, userapi=userapi.api, auth=userapi.client_auth, ratelimiter=ratelimiter))
+    account_ctx = AccountRoutesContext(config=config, userapi=userapi.api, auth=userapi.client_auth,
+                                       ratelimiter=ratelimiter)
+    account_routers = build_account_routers(account_ctx)
     clientapi = ClientService(config, event_log, roomserver=roomserver.api, userapi=userapi.api, auth=auth,
                               extra_client_routers=account_routers, wait_projected=syncapi.api.wait_for_event,
                               ratelimiter=ratelimiter, guest_auth=guest_auth, appservices=appservices,
@@ -149,6 +150,7 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
 
     if config.federation.enabled:  # joins/invites/knocks of remote rooms and users
         clientapi.deps.federation = federation.api
+        account_ctx.remote_profile = federation.api.query_profile  # GET /profile of remote users
         media.deps.federation_verify = federation.api.verify_request  # inbound federation media
     services: list[Any] = [userapi, roomserver, syncapi, clientapi, media, federation]
     if appservice is not None:

@@ -23,7 +23,7 @@ from services.userapi.api import UserAPI
 from .acl import ACL_EVENT_TYPE, server_acl_allows
 from .api import InboundPDUSink, UnsupportedPDUSink
 from .auth import FederationAuth
-from .client import FederationClient
+from .client import FederationClient, FederationError, FederationHTTPError
 from .consumers import OutputConsumer
 from .edus import EDUSender
 from .keyring import DirectKeyFetcher, KeyFetcher, KeyRing, NotaryKeyFetcher, OwnKeys, parse_old_signing_keys
@@ -81,6 +81,27 @@ class FederationInternal:
         if self.missing_events is None:
             return []
         return await self.missing_events.backfill(origin, room_id, from_event_ids, limit)
+
+    async def query_profile(self, user_id: str) -> dict[str, Any] | None:
+        """A remote user's profile from their server's /query/profile (displayname and
+        avatar_url when strings); None when that server knows no such user."""
+        if self.performer is None:
+            raise MatrixError(403, "M_FORBIDDEN", "Federation is disabled on this server")
+        server = user_id.split(":", 1)[1] if user_id.startswith("@") and ":" in user_id else ""
+        if not server:
+            raise MatrixError(400, "M_INVALID_PARAM", "Not a user ID")
+        try:
+            resp = await self.performer.client.get_json(server, "/_matrix/federation/v1/query/profile",
+                                                        {"user_id": user_id})
+        except FederationHTTPError as e:
+            if e.status == 404:
+                return None
+            raise MatrixError(502, "M_UNKNOWN", f"{server} answered {e.status}") from None
+        except FederationError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"cannot reach {server}: {e}") from None
+        if not isinstance(resp, dict):
+            raise MatrixError(502, "M_UNKNOWN", "bad profile answer")
+        return {k: resp[k] for k in ("displayname", "avatar_url") if isinstance(resp.get(k), str)}
 
     async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
         if self.auth is None:

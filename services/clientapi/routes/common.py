@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -25,6 +25,9 @@ class AccountRoutesContext:
     userapi: UserAPI
     auth: ClientAuth
     ratelimiter: RateLimiter
+    # The profile of a user of another server (its /query/profile), or None when unknown;
+    # set once the federationapi exists (embedded mode). None: local profiles only.
+    remote_profile: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
 
 
 class Body(BaseModel):

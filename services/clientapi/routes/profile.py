@@ -18,6 +18,12 @@ def router(ctx: AccountRoutesContext, prefix: str = "") -> APIRouter:
     anyone = ctx.auth.require(allow_guest=True)
 
     async def profile_of(user_id: str) -> dict[str, Any]:
+        server = user_id.split(":", 1)[1] if ":" in user_id else ""
+        if ctx.remote_profile is not None and server and server != ctx.config.server_name:
+            remote = await ctx.remote_profile(user_id)
+            if remote is None:
+                raise not_found("Profile not found")
+            return remote
         prof = await ctx.userapi.get_profile(user_id)
         if prof is None:
             raise not_found("Profile not found")

@@ -68,3 +68,17 @@ async def test_rejecting_an_invite_the_room_refuses_is_local(shared_servers, mon
     monkeypatch.setattr(hs2.federation.api.performer, "_make", refusing)
     await hs2.matrix.request(frank, "POST", f"/rooms/{quote(room_id, safe='')}/leave", json={})
     await hs2.sync_until(frank, lambda r: room_id in r.get("rooms", {}).get("leave", {}), since=resp["next_batch"])
+
+
+async def test_client_profile_of_a_remote_user(shared_servers):
+    # 10query-profile.pl "Outbound federation can query profile data".
+    hs1, hs2 = shared_servers
+    alice = await hs1.register("alice")
+    await hs1.matrix.request(alice, "PUT", f"/profile/{quote(alice.user_id)}/displayname",
+                             json={"displayname": "Alice Far"})
+    bob = await hs2.register("bob")
+    got = await hs2.matrix.request(bob, "GET", f"/profile/{quote(alice.user_id)}/displayname")
+    assert got == {"displayname": "Alice Far"}
+    whole = await hs2.matrix.request(bob, "GET", f"/profile/{quote(alice.user_id)}")
+    assert whole["displayname"] == "Alice Far"
+    await hs2.matrix.request(bob, "GET", f"/profile/{quote('@nobody:' + hs1.name)}", expect=404)
