@@ -513,7 +513,10 @@ class FederatedInput:
 
     async def _fetch_missing(self, room: RoomInfo, rv: RoomVersion, origin: str, ev: Event) -> None:
         assert self.fetcher is not None
-        min_depth = min((d for _nid, d in room.extremities.values()), default=0)
+        # No depth floor: the missing branch forked somewhere below our extremities (a
+        # partition: both sides grew), so their depths would cut it off; the walk stops
+        # at our extremities and at MISSING_EVENTS_LIMIT events anyway.
+        min_depth = 0
         try:
             # Bounded in time too: the room's worker waits meanwhile.
             pdus = await asyncio.wait_for(self.fetcher.get_missing_events(

@@ -83,6 +83,29 @@ class FedServer:
     hs: Any                 # axon.embedded.Homeserver
     http: httpx.AsyncClient  # client-server API over the in-process app
     matrix: MatrixTestClient
+    # The TLS federation listener (a partition switch: `stop_listener` / `start_listener`).
+    listener: uvicorn.Server | None = None
+    listener_task: asyncio.Task[None] | None = None
+    port: int = 0
+
+    async def stop_listener(self) -> None:
+        """Unreachable from now on (the client-server API in-process still works)."""
+        if self.listener is None or self.listener_task is None:
+            return
+        self.listener.should_exit = True
+        try:
+            await asyncio.wait_for(self.listener_task, 5)
+        except Exception:
+            self.listener_task.cancel()
+        self.listener = self.listener_task = None
+
+    async def start_listener(self) -> None:
+        """(Re)open the TLS federation listener on the server's port."""
+        if self.listener is not None:
+            return
+        fed = self.hs.config.federation
+        self.listener, self.listener_task = await _listen(self.hs.app, self.port, fed.tls_cert_path,
+                                                          fed.tls_key_path, self.name)
 
     @property
     def federation(self) -> Any:
@@ -129,17 +152,11 @@ async def wait_for(check: Callable[[], Awaitable[Any]], deadline_s: float = 20.0
         await asyncio.sleep(0.1)
 
 
-async def _start_server(tmp: Path, label: str) -> tuple[FedServer, uvicorn.Server, asyncio.Task[None]]:
-    from axon.embedded import build_homeserver
-
-    port = free_port()
-    cfg = federation_test_config(tmp / label, port)
-    hs = await build_homeserver(cfg, bcrypt_rounds=4)
-    await hs.start()
+async def _listen(app: Any, port: int, cert: str, key: str, label: str
+                  ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     server = uvicorn.Server(uvicorn.Config(
-        hs.app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off",
-        ssl_certfile=cfg.federation.tls_cert_path, ssl_keyfile=cfg.federation.tls_key_path,
-        timeout_graceful_shutdown=1))
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off",
+        ssl_certfile=cert, ssl_keyfile=key, timeout_graceful_shutdown=1))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     for _ in range(200):
@@ -148,8 +165,21 @@ async def _start_server(tmp: Path, label: str) -> tuple[FedServer, uvicorn.Serve
         await asyncio.sleep(0.025)
     if not server.started:
         raise RuntimeError(f"federation listener of {label} did not start")
+    return server, task
+
+
+async def _start_server(tmp: Path, label: str) -> tuple[FedServer, uvicorn.Server, asyncio.Task[None]]:
+    from axon.embedded import build_homeserver
+
+    port = free_port()
+    cfg = federation_test_config(tmp / label, port)
+    hs = await build_homeserver(cfg, bcrypt_rounds=4)
+    await hs.start()
+    server, task = await _listen(hs.app, port, str(cfg.federation.tls_cert_path), str(cfg.federation.tls_key_path),
+                                 label)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=hs.app), base_url="http://hs", timeout=60)
-    return FedServer(cfg.server_name, hs, http, MatrixTestClient(http)), server, task
+    fs = FedServer(cfg.server_name, hs, http, MatrixTestClient(http), listener=server, listener_task=task, port=port)
+    return fs, server, task
 
 
 @asynccontextmanager
@@ -165,13 +195,16 @@ async def running_servers(tmp: Path) -> AsyncIterator[tuple[FedServer, FedServer
         for fs, server, task in reversed(started):
             await fs.http.aclose()
             await fs.hs.stop()
-        for fs, server, task in reversed(started):
-            server.should_exit = True
-        for fs, server, task in reversed(started):
+        for fs, _server, _task in reversed(started):
+            if fs.listener is not None:  # (a test may have stopped or replaced it)
+                fs.listener.should_exit = True
+        for fs, _server, _task in reversed(started):
+            if fs.listener_task is None:
+                continue
             try:
-                await asyncio.wait_for(task, 5)
+                await asyncio.wait_for(fs.listener_task, 5)
             except Exception:
-                task.cancel()
+                fs.listener_task.cancel()
 
 
 @pytest.fixture
