@@ -151,6 +151,7 @@ async def build_homeserver(config: HomeserverConfig, *, bcrypt_rounds: int | Non
     if config.federation.enabled:  # joins/invites/knocks of remote rooms and users
         clientapi.deps.federation = federation.api
         account_ctx.remote_profile = federation.api.query_profile  # GET /profile of remote users
+        account_ctx.remote_keys = federation.api.query_remote_keys  # /keys/query|claim of remote users
         media.deps.federation_verify = federation.api.verify_request  # inbound federation media
     services: list[Any] = [userapi, roomserver, syncapi, clientapi, media, federation]
     if appservice is not None:

@@ -103,6 +103,14 @@ class FederationInternal:
             raise MatrixError(502, "M_UNKNOWN", "bad profile answer")
         return {k: resp[k] for k in ("displayname", "avatar_url") if isinstance(resp.get(k), str)}
 
+    async def query_remote_keys(self, server: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /_matrix/federation/v1/user/keys/{kind} ("query" or "claim") at `server`:
+        its answer (raises FederationError when it fails)."""
+        if self.performer is None or kind not in ("query", "claim"):
+            raise MatrixError(403, "M_FORBIDDEN", "Federation is disabled on this server")
+        resp = await self.performer.client.post_json(server, f"/_matrix/federation/v1/user/keys/{kind}", body)
+        return resp if isinstance(resp, dict) else {}
+
     async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
         if self.auth is None:
             raise MatrixError(403, "M_FORBIDDEN", "Federation is disabled on this server")

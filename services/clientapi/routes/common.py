@@ -28,6 +28,9 @@ class AccountRoutesContext:
     # The profile of a user of another server (its /query/profile), or None when unknown;
     # set once the federationapi exists (embedded mode). None: local profiles only.
     remote_profile: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
+    # `remote_keys(server, path, body)`: POST /_matrix/federation/v1/user/keys/{query,claim}
+    # at `server` (path "query" or "claim"), the answer body; None: remote users fail (503).
+    remote_keys: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
 
 class Body(BaseModel):

@@ -82,3 +82,23 @@ async def test_client_profile_of_a_remote_user(shared_servers):
     whole = await hs2.matrix.request(bob, "GET", f"/profile/{quote(alice.user_id)}")
     assert whole["displayname"] == "Alice Far"
     await hs2.matrix.request(bob, "GET", f"/profile/{quote('@nobody:' + hs1.name)}", expect=404)
+
+
+async def test_client_keys_query_and_claim_of_remote_users(shared_servers):
+    # 41end-to-end-keys/04-query-key-federation.pl "Can query remote device keys using POST",
+    # 05-one-time-key-federation.pl "Can claim remote one time key using POST".
+    hs1, hs2 = shared_servers
+    alice = await hs1.register("alice")
+    dk = {"user_id": alice.user_id, "device_id": alice.device_id, "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+          "keys": {f"ed25519:{alice.device_id}": "abc"}, "signatures": {}}
+    await hs1.matrix.request(alice, "POST", "/keys/upload", json={
+        "device_keys": dk, "one_time_keys": {"signed_curve25519:AAAA": {"key": "k1"}}})
+    bob = await hs2.register("bob")
+    q = await hs2.matrix.request(bob, "POST", "/keys/query", json={
+        "device_keys": {alice.user_id: [], bob.user_id: [], "@x:unreachable.invalid": []}})
+    assert q["device_keys"][alice.user_id][alice.device_id]["keys"] == dk["keys"]
+    assert bob.user_id in q["device_keys"] and "unreachable.invalid" in q["failures"]
+    assert hs1.name not in q["failures"]
+    c = await hs2.matrix.request(bob, "POST", "/keys/claim", json={
+        "one_time_keys": {alice.user_id: {alice.device_id: "signed_curve25519"}}})
+    assert list(c["one_time_keys"][alice.user_id][alice.device_id]) == ["signed_curve25519:AAAA"]
