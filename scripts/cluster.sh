@@ -8,6 +8,9 @@
 #   ROOMSERVERS SYNCAPIS CLIENTAPIS USERAPIS MEDIAAPIS FEDERATIONAPIS APPSERVICES (1 each)
 #   AS_CONFIG_FILES (""): application service registration files, colon-separated
 #   FEDERATION (""): 1 serves the federation routes (federation.enabled)
+#   FEDERATION_LOOPBACK (""): 1 = tests only: private addresses, self-signed peers, no notary
+#   TLS_PORT ("") TLS_CERT TLS_KEY: the router also listens with TLS on TLS_PORT (the
+#     federation entry point; SERVER_NAME 127.0.0.1:$TLS_PORT reaches it without discovery)
 #   SERVER_NAME (localhost:$ROUTER_PORT)   BCRYPT_ROUNDS (12)
 #   PG_PORT (55432) KAFKA_PORT (59092)   CLUSTER_DB (axon_cluster)
 #   SCHEMA_PREFIX ("")  TOPIC_PREFIX (axon.cluster.)   READY_TIMEOUT (180 s)
@@ -49,6 +52,7 @@ start() {
     echo "cluster: processes of an earlier start are still alive; run '$0 stop' first"; return 1
   fi
   if port_open "$ROUTER_PORT"; then echo "cluster: port $ROUTER_PORT is in use (set ROUTER_PORT)"; return 1; fi
+  if [ -n "${TLS_PORT:-}" ] && port_open "$TLS_PORT"; then echo "cluster: port $TLS_PORT is in use (set TLS_PORT)"; return 1; fi
   port_open "$PG_PORT" || PG_PORT=$PG_PORT "$ROOT/scripts/postgres.sh" start
   PG_PORT=$PG_PORT "$ROOT/scripts/postgres.sh" createdb "$CLUSTER_DB"
   port_open "$KAFKA_PORT" || KAFKA_PORT=$KAFKA_PORT "$ROOT/scripts/kafka.sh" start
@@ -63,6 +67,9 @@ start() {
   IFS=: read -ra _as_files <<< "${AS_CONFIG_FILES:-}"
   for f in "${_as_files[@]+"${_as_files[@]}"}"; do [ -n "$f" ] && extra+=(--app-service-config "$f"); done
   [ "${FEDERATION:-}" = 1 ] && extra+=(--federation)
+  [ "${FEDERATION_LOOPBACK:-}" = 1 ] && extra+=(--federation-loopback)
+  local tls=()
+  [ -n "${TLS_PORT:-}" ] && tls=(--tls-port "$TLS_PORT" --tls-cert "$TLS_CERT" --tls-key "$TLS_KEY")
   "$PY" -m axon.cluster gen-config --run-dir "$CDIR" --server-name "${SERVER_NAME:-localhost:$ROUTER_PORT}" \
     --router-port "$ROUTER_PORT" --base-port "$BASE_PORT" --replicas "$replicas" \
     --postgres "postgresql://postgres@127.0.0.1:$PG_PORT/$CLUSTER_DB" --kafka "127.0.0.1:$KAFKA_PORT" \
@@ -73,7 +80,7 @@ start() {
   done < "$CDIR/plan"
   "$PY" -m axon.cluster init --config "$CDIR/config.yaml"
   "$PY" -m axon.cluster nginx --config "$CDIR/config.yaml" --plan "$CDIR/plan" --run-dir "$CDIR" \
-    --listen-port "$ROUTER_PORT" --out "$CDIR/nginx.conf"
+    --listen-port "$ROUTER_PORT" --out "$CDIR/nginx.conf" "${tls[@]+"${tls[@]}"}"
   while read -r name port; do
     nohup "$PY" -m axon.cli run-service "$name" --config "$CDIR/config.yaml" --port "$port" \
       > "$CDIR/logs/$name-$port.log" 2>&1 < /dev/null &

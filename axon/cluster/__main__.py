@@ -103,6 +103,10 @@ def cmd_gen_config(a: argparse.Namespace) -> int:
                          secret=secrets.token_urlsafe(24),
                          app_service_config_files=[os.path.abspath(p) for p in a.app_service_config],
                          federation=a.federation)
+    if a.federation_loopback:
+        fed = cfg.federation
+        fed.block_private_addresses, fed.verify_tls, fed.trusted_key_servers = False, False, []
+        fed.retry_initial_backoff_s, fed.retry_max_backoff_s = 0.5, 5.0
     os.makedirs(cfg.data_dir, exist_ok=True)
     os.makedirs(cfg.media.store_path, exist_ok=True)
     load_or_create_signing_key(cfg.signing_key_path)  # before the replicas race to create it
@@ -144,8 +148,14 @@ def cmd_nginx(a: argparse.Namespace) -> int:
     for name, port in plan:
         upstreams.setdefault(name, []).append(f"127.0.0.1:{port}")
     table = asyncio.run(service_routes())
+    tls = None
+    if a.tls_port:
+        if not a.tls_cert or not a.tls_key:
+            print("--tls-port needs --tls-cert and --tls-key", file=sys.stderr)
+            return 2
+        tls = (f"{a.tls_host}:{a.tls_port}", os.path.abspath(a.tls_cert), os.path.abspath(a.tls_key))
     text = nginx_config(table, upstreams, listen=f"127.0.0.1:{a.listen_port}", run_dir=a.run_dir,
-                        max_body_bytes=cfg.media.max_upload_bytes + 1024 * 1024)
+                        max_body_bytes=cfg.media.max_upload_bytes + 1024 * 1024, tls=tls)
     with open(a.out, "w", encoding="utf-8") as f:
         f.write(text)
     return 0
@@ -226,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--app-service-config", action="append", default=[],
                    help="an application service registration file (repeatable)")
     g.add_argument("--federation", action="store_true", help="serve the federation routes (federation.enabled)")
+    g.add_argument("--federation-loopback", action="store_true",
+                   help="tests/trials only: federate with servers on private addresses, self-signed "
+                        "certificates accepted, no notary, short retry backoff")
     g.set_defaults(func=cmd_gen_config)
     i = sub.add_parser("init")
     i.add_argument("--config", required=True)
@@ -236,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--run-dir", required=True)
     n.add_argument("--listen-port", type=int, default=8008)
     n.add_argument("--out", required=True)
+    n.add_argument("--tls-port", type=int, default=0, help="also listen with TLS here (0: no TLS listener)")
+    n.add_argument("--tls-host", default="127.0.0.1", help="address of the TLS listener")
+    n.add_argument("--tls-cert", default="", help="certificate chain (PEM) of the TLS listener")
+    n.add_argument("--tls-key", default="", help="private key (PEM) of the TLS listener")
     n.set_defaults(func=cmd_nginx)
     w = sub.add_parser("wait-ready")
     w.add_argument("--plan", required=True)

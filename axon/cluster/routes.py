@@ -92,8 +92,18 @@ def service_for_path(table: Mapping[str, Sequence[str]], path: str) -> str:
 
 
 def nginx_config(table: Mapping[str, Sequence[str]], upstreams: Mapping[str, Sequence[str]], *,
-                 listen: str, run_dir: str, max_body_bytes: int, template: str = TEMPLATE) -> str:
-    """Render the router config. `upstreams`: service → ["127.0.0.1:port", ...]."""
+                 listen: str, run_dir: str, max_body_bytes: int, template: str = TEMPLATE,
+                 tls: tuple[str, str, str] | None = None) -> str:
+    """Render the router config. `upstreams`: service → ["127.0.0.1:port", ...].
+    `tls`: (listen address, certificate PEM path, key PEM path) of an extra TLS listener
+    on the same routes (the federation entry point: the router terminates TLS)."""
+    tls_block = ""
+    if tls is not None:
+        tls_listen, cert, key = tls
+        tls_block = (f"        listen {tls_listen} ssl;\n"
+                     f"        ssl_certificate {cert};\n"
+                     f"        ssl_certificate_key {key};\n"
+                     "        ssl_protocols TLSv1.2 TLSv1.3;\n")
     ups: list[str] = []
     for service in sorted(upstreams):
         servers = "".join(f"        server {a} max_fails=1 fail_timeout=2s;\n" for a in upstreams[service])
@@ -110,5 +120,5 @@ def nginx_config(table: Mapping[str, Sequence[str]], upstreams: Mapping[str, Seq
     with open(template, encoding="utf-8") as f:
         text = f.read()
     return (text.replace("@RUN_DIR@", run_dir).replace("@MAX_BODY@", str(max(max_body_bytes, 1024 * 1024)))
-            .replace("@LISTEN@", listen).replace("@UPSTREAMS@", "\n".join(ups))
+            .replace("@LISTEN@", listen).replace("@TLS@\n", tls_block).replace("@UPSTREAMS@", "\n".join(ups))
             .replace("@LOCATIONS@", "\n".join(locs)).replace("@DEFAULT@", DEFAULT_SERVICE))
