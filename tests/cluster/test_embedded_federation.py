@@ -117,6 +117,7 @@ async def test_embedded_and_cluster_federate(pair):
 
     # A cluster user joins an embedded room.
     room2 = await emb.create_room(dave, preset="public_chat", name="Embedded room")
+    early = [await emb.matrix.send(dave, room2, f"early {i}") for i in range(3)]
     joined2 = await cluster.matrix.request(carol, "POST", f"/join/{quote(room2, safe='')}"
                                            f"?server_name={quote(emb.name, safe='')}", json={})
     assert joined2["room_id"] == room2
@@ -125,6 +126,19 @@ async def test_embedded_and_cluster_federate(pair):
     await emb.matrix.send(dave, room2, "welcome")
     seen2: list[str] = []
     await cluster.sync_until(carol, lambda r: bool(seen2.extend(timeline_bodies(r, room2))) or "welcome" in seen2)
+    # The cluster's /messages from Carol's join backfills what came before it (syncapi ->
+    # roomserver -> federationapi over the internal RPC, /backfill to the embedded server).
+    got: list[str] = []
+    frm: str | None = None
+    for _ in range(10):
+        q = "?dir=b&limit=20" + (f"&from={quote(frm, safe='')}" if frm else "")
+        page = await cluster.matrix.request(carol, "GET", f"/rooms/{quote(room2, safe='')}/messages{q}")
+        got += [e["event_id"] for e in page["chunk"]]
+        if not page["chunk"] or "end" not in page:
+            break
+        frm = page["end"]
+    assert len(got) == len(set(got))
+    assert [e for e in got if e in early] == list(reversed(early))
     print(f"federation steps: {time.monotonic() - t0:.1f}s")
 
 
