@@ -744,13 +744,30 @@ def build_room_router(deps: RoomRoutesDeps) -> APIRouter:
             out["prev_batch"] = str(max(0, start - (limit or 0)))
         return out
 
+    def remote_directory(server: str | None) -> str | None:
+        """The server of a ?server= naming another server whose list we can ask for."""
+        if not server or server == deps.server_name or deps.federation is None \
+                or not hasattr(deps.federation, "query_public_rooms"):
+            return None
+        return server
+
     @router.get("/publicRooms")
     async def get_public_rooms(limit: int | None = None, since: str | None = None, server: str | None = None) -> dict[str, Any]:
+        remote = remote_directory(server)
+        if remote is not None:  # that server's list (GET /publicRooms over federation)
+            params: dict[str, Any] = {k: v for k, v in (("limit", limit), ("since", since)) if v is not None}
+            return await deps.federation.query_public_rooms(remote, params, None)
         return await public_rooms(limit, since, None)
 
     @router.post("/publicRooms")
-    async def post_public_rooms(request: Request, device: Device = Depends(auth)) -> dict[str, Any]:
+    async def post_public_rooms(request: Request, device: Device = Depends(auth),
+                                server: str | None = None) -> dict[str, Any]:
         body = await _json_body(request)
+        remote = remote_directory(server)
+        if remote is not None:
+            fwd = {k: body[k] for k in ("limit", "since", "filter", "include_all_networks",
+                                         "third_party_instance_id") if k in body}
+            return await deps.federation.query_public_rooms(remote, None, fwd)
         limit = body.get("limit")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
             raise _err(400, "M_BAD_JSON", "'limit' must be an integer")

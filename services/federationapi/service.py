@@ -103,6 +103,25 @@ class FederationInternal:
             raise MatrixError(502, "M_UNKNOWN", "bad profile answer")
         return {k: resp[k] for k in ("displayname", "avatar_url") if isinstance(resp.get(k), str)}
 
+    async def query_public_rooms(self, server: str, params: dict[str, Any] | None,
+                                 body: dict[str, Any] | None) -> dict[str, Any]:
+        """`server`'s public room list: GET /publicRooms with `params`, or POST with `body`
+        (a client's `/publicRooms?server=`). 502 when it cannot be had."""
+        if self.performer is None:
+            raise MatrixError(403, "M_FORBIDDEN", "Federation is disabled on this server")
+        path = "/_matrix/federation/v1/publicRooms"
+        try:
+            resp = (await self.performer.client.post_json(server, path, body) if body is not None
+                    else await self.performer.client.get_json(server, path, params or None))
+        except FederationHTTPError as e:
+            raise MatrixError(502 if e.status >= 500 else e.status, e.errcode or "M_UNKNOWN",
+                              f"{server} answered {e.status}") from None
+        except FederationError as e:
+            raise MatrixError(502, "M_UNKNOWN", f"cannot reach {server}: {e}") from None
+        if not isinstance(resp, dict) or not isinstance(resp.get("chunk"), list):
+            raise MatrixError(502, "M_UNKNOWN", "bad public rooms answer")
+        return resp
+
     async def query_remote_keys(self, server: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST /_matrix/federation/v1/user/keys/{kind} ("query" or "claim") at `server`:
         its answer (raises FederationError when it fails)."""

@@ -102,3 +102,19 @@ async def test_client_keys_query_and_claim_of_remote_users(shared_servers):
     c = await hs2.matrix.request(bob, "POST", "/keys/claim", json={
         "one_time_keys": {alice.user_id: {alice.device_id: "signed_curve25519"}}})
     assert list(c["one_time_keys"][alice.user_id][alice.device_id]) == ["signed_curve25519:AAAA"]
+
+
+async def test_client_public_rooms_of_another_server(shared_servers):
+    # 30rooms/70publicroomslist.pl "Can get remote public room list".
+    hs1, hs2 = shared_servers
+    alice = await hs1.register("alice")
+    room_id = await hs1.create_room(alice, visibility="public", name="Far lobby")
+    bob = await hs2.register("bob")
+    got = await hs2.matrix.request(bob, "GET", f"/publicRooms?server={quote(hs1.name)}")
+    assert any(r["room_id"] == room_id and r.get("name") == "Far lobby" for r in got["chunk"]), got
+    # The local list does not have it; POST with ?server= and a limit pages the remote one.
+    local = await hs2.matrix.request(bob, "GET", "/publicRooms")
+    assert all(r["room_id"] != room_id for r in local["chunk"])
+    page = await hs2.matrix.request(bob, "POST", f"/publicRooms?server={quote(hs1.name)}",
+                                    json={"limit": 1, "filter": {"generic_search_term": "Far lobby"}})
+    assert [r["room_id"] for r in page["chunk"]] == [room_id]
