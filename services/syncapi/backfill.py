@@ -7,6 +7,8 @@ while /sync (positions > 0) never sees them as new."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from services.roomserver.api import RoomserverAPI
 from services.syncapi.storage.store import SyncStore
@@ -14,12 +16,19 @@ from services.syncapi.storage.store import SyncStore
 log = logging.getLogger(__name__)
 
 MAX_BACKFILL = 100
+# A start point that gave nothing (remote down, history hidden, nothing older) is not
+# asked again for this long: every page reaching it would otherwise wait on the remote.
+RETRY_AFTER_S = 60.0
+MAX_REMEMBERED = 10_000
 
 
 class HistoryBackfill:
-    def __init__(self, store: SyncStore, roomserver: RoomserverAPI) -> None:
+    def __init__(self, store: SyncStore, roomserver: RoomserverAPI,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.roomserver = roomserver
+        self.clock = clock
+        self._fruitless: dict[tuple[str, str], float] = {}  # (room, start event) -> retry time
 
     async def needed(self, room_id: str) -> str | None:
         """The earliest event we hold when some of its prev_events are not in our timeline."""
@@ -40,13 +49,21 @@ class HistoryBackfill:
         start = await self.needed(room_id)
         if start is None:
             return 0
+        key = (room_id, start)
+        now = self.clock()
+        if self._fruitless.get(key, 0.0) > now:
+            return 0
+        placed = 0
         try:
             ids = await self.roomserver.backfill_from_remote(room_id, [start], max(1, min(limit, MAX_BACKFILL)))
+            if ids:
+                events = await self.roomserver.get_events(ids)
+                pdus = [events[i] for i in ids if i in events and events[i].get("room_id") == room_id]
+                placed = await self.store.insert_historical(room_id, pdus)
         except Exception as e:  # remote trouble never fails the /messages page
             log.info("backfill of %s failed: %s", room_id, e)
-            return 0
-        if not ids:
-            return 0
-        events = await self.roomserver.get_events(ids)
-        pdus = [events[i] for i in ids if i in events and events[i].get("room_id") == room_id]
-        return await self.store.insert_historical(room_id, pdus)
+        if placed == 0:
+            if len(self._fruitless) >= MAX_REMEMBERED:
+                self._fruitless.clear()
+            self._fruitless[key] = now + RETRY_AFTER_S
+        return placed

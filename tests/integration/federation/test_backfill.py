@@ -66,3 +66,34 @@ async def test_messages_backfill_reaches_history_from_before_the_join(shared_ser
     # Current state on hs2 is unchanged by the backfill: still one forward extremity chain.
     name = await hs2.roomserver.get_state_event(room_id, "m.room.name", "")
     assert name is not None and name["content"]["name"] == "History"
+
+
+async def test_a_fruitless_start_point_is_not_asked_again_for_a_while():
+    """A remote that is down (or has nothing older) is asked once per start point per
+    RETRY_AFTER_S, not on every page that reaches it."""
+    from typing import cast
+
+    from libs.errors import MatrixError
+    from services.syncapi.backfill import RETRY_AFTER_S, HistoryBackfill
+    from services.syncapi.storage.store import SyncStore
+
+    calls: list[list[str]] = []
+
+    class DownRoomserver:
+        async def backfill_from_remote(self, room_id: str, ids: list[str], limit: int) -> list[str]:
+            calls.append(ids)
+            raise MatrixError(502, "M_UNKNOWN", "unreachable")
+
+    now = [100.0]
+    hb = HistoryBackfill(cast(SyncStore, None), cast(Any, DownRoomserver()), clock=lambda: now[0])
+
+    async def needed(room_id: str) -> str | None:
+        return "$start"
+
+    hb.needed = needed  # type: ignore[method-assign]
+    assert await hb("!r:x", 10) == 0
+    assert await hb("!r:x", 10) == 0
+    assert calls == [["$start"]]
+    now[0] += RETRY_AFTER_S + 1
+    assert await hb("!r:x", 10) == 0
+    assert len(calls) == 2
