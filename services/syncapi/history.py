@@ -169,7 +169,7 @@ class History:
         limit = max(0, min(limit, 1000))
         half_b, half_a = limit // 2, limit - limit // 2
         pos = ev.stream_pos
-        before = [r for r in await self.store.room_events(room_id, after=0, upto=pos - 1, limit=max(half_b, 0),
+        before = [r for r in await self.store.room_events(room_id, after=HISTORY_FLOOR, upto=pos - 1, limit=max(half_b, 0),
                                                           backwards=True) if flt.allows(r.pdu)]
         after = [r for r in await self.store.room_events(room_id, after=pos, upto=self.positions.events,
                                                          limit=max(half_a, 0), backwards=False) if flt.allows(r.pdu)]

@@ -137,6 +137,10 @@ class Visibility:
         return self.member_vals[i - 1] if i > 0 else "leave"
 
     def visibility_before(self, pos: int) -> str:
+        if pos < 0 and self.vis_vals:
+            # Backfilled history (negative positions): its state is not tracked here; the
+            # setting at the start of what we held (the first delta) stands in for it.
+            return self.vis_vals[0]
         i = bisect.bisect_left(self.vis_pos, pos)
         return self.vis_vals[i - 1] if i > 0 else "shared"
 

@@ -97,3 +97,31 @@ async def test_a_fruitless_start_point_is_not_asked_again_for_a_while():
     now[0] += RETRY_AFTER_S + 1
     assert await hb("!r:x", 10) == 0
     assert len(calls) == 2
+
+
+async def test_backfilled_history_respects_joined_visibility(shared_servers):
+    """In a `joined` room, what was said before Bob joined stays hidden from him after
+    backfill (the setting at the start of what hs2 held stands in for the older state)."""
+    hs1, hs2 = shared_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    room_id = await hs1.create_room(alice, preset="public_chat", initial_state=[
+        {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}}])
+    secret = [await hs1.matrix.send(alice, room_id, f"before bob {i}") for i in range(3)]
+    assert await join_remote(hs2, bob, room_id, via=hs1.name) == room_id
+    await hs2.sync_until(bob, lambda r: room_id in r.get("rooms", {}).get("join", {}))
+    after = await hs1.matrix.send(alice, room_id, "after bob")
+    await hs2.sync_until(bob, lambda r: any(
+        e["event_id"] == after for e in r.get("rooms", {}).get("join", {}).get(room_id, {})
+        .get("timeline", {}).get("events", [])))
+    seen: list[str] = []
+    frm: str | None = None
+    for _ in range(10):
+        resp = await page(hs2, bob, room_id, frm, 20)
+        seen += [e["event_id"] for e in resp["chunk"]]
+        if not resp["chunk"] or "end" not in resp:
+            break
+        frm = resp["end"]
+    assert after in seen
+    assert not set(secret) & set(seen)
+    # They were fetched all the same (hs2 holds them now, as outliers).
+    assert all([await hs2.roomserver.get_event(e) is not None for e in secret])
