@@ -5,7 +5,8 @@ service's public routes, its internal API (/_internal/<name>/...) and
 
 Who calls whom (internal API over HTTP, libs/rpc):
   clientapi → roomserver (queries; writes go on roomserver.input and wait on the
-              clientapi's own `LogReplies`), userapi, syncapi (wait_for_event)
+              clientapi's own `LogReplies`), userapi, syncapi (wait_for_event),
+              federationapi (remote joins/invites, profiles, keys, publicRooms)
   syncapi   → roomserver, userapi
   mediaapi  → userapi (access tokens), federationapi (X-Matrix check of inbound federation media)
   userapi   → roomserver, syncapi (profile/deactivation member events, like clientapi writes)
@@ -278,8 +279,14 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
                      if appservices.services and cfg.cluster.appservice else None)
             # Per replica: with N clientapi replicas a user gets up to N times the rate.
             ratelimiter = RateLimiter(cfg.rate_limiting)
-            account_routers = build_account_routers(AccountRoutesContext(
-                config=cfg, userapi=cast(UserAPI, ua), auth=auth, ratelimiter=ratelimiter))
+            fedapi = (cast(FederationAPI, client("federationapi"))
+                      if cfg.federation.enabled and cfg.cluster.federationapi else None)
+            account_ctx = AccountRoutesContext(config=cfg, userapi=cast(UserAPI, ua), auth=auth,
+                                               ratelimiter=ratelimiter)
+            if fedapi is not None:  # remote users' profiles and E2E keys, as in the embedded composition
+                account_ctx.remote_profile = fedapi.query_profile
+                account_ctx.remote_keys = fedapi.query_remote_keys
+            account_routers = build_account_routers(account_ctx)
             svc = ClientService(cfg, proc.log, roomserver=cast(RoomserverAPI, roomserver),
                                 userapi=cast(UserAPI, ua), auth=auth.require(allow_guest=False),
                                 extra_client_routers=account_routers, wait_projected=syncapi.wait_for_event,
@@ -288,8 +295,7 @@ async def build_service(name: str, cfg: HomeserverConfig) -> ServiceProcess:
                                 alias_query=asapi.query_alias if asapi is not None else None,
                                 user_query=asapi.query_user if asapi is not None else None,
                                 network_rooms=asapi.network_rooms if asapi is not None else None,
-                                federation=(client("federationapi")
-                                            if cfg.federation.enabled and cfg.cluster.federationapi else None))
+                                federation=fedapi)
             parts = [replies, svc]
             checks["replies"] = lambda: _started(replies)
         elif name == "mediaapi":

@@ -93,3 +93,19 @@ class FederationAPI(Protocol):
         """A remote alias via its server's /query/directory: (room_id, servers).
         404 M_NOT_FOUND when unknown."""
         ...
+
+    # Queries of other servers for the clientapi (GET /profile, /keys/query|claim and
+    # /publicRooms?server= naming remote users/servers). 403 M_FORBIDDEN when federation is off.
+    async def query_profile(self, user_id: str) -> dict[str, Any] | None:
+        """A remote user's profile (displayname/avatar_url) from their server; None when
+        it knows no such user; 502 when it cannot be had."""
+        ...
+
+    async def query_remote_keys(self, server: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /user/keys/{kind} ("query" or "claim") at `server`: its answer; 502 when it fails."""
+        ...
+
+    async def query_public_rooms(self, server: str, params: dict[str, Any] | None,
+                                 body: dict[str, Any] | None) -> dict[str, Any]:
+        """`server`'s public room list (GET with `params`, or POST with `body`); 502 when it fails."""
+        ...

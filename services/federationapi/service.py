@@ -124,10 +124,13 @@ class FederationInternal:
 
     async def query_remote_keys(self, server: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST /_matrix/federation/v1/user/keys/{kind} ("query" or "claim") at `server`:
-        its answer (raises FederationError when it fails)."""
+        its answer (502 MatrixError when it fails)."""
         if self.performer is None or kind not in ("query", "claim"):
             raise MatrixError(403, "M_FORBIDDEN", "Federation is disabled on this server")
-        resp = await self.performer.client.post_json(server, f"/_matrix/federation/v1/user/keys/{kind}", body)
+        try:
+            resp = await self.performer.client.post_json(server, f"/_matrix/federation/v1/user/keys/{kind}", body)
+        except FederationError as e:  # a typed error: over the cluster RPC a bare exception is a 500, retried
+            raise MatrixError(502, "M_UNKNOWN", f"{server}: {e}"[:200]) from None
         return resp if isinstance(resp, dict) else {}
 
     async def verify_request(self, method: str, uri: str, authorization: list[str]) -> str:
