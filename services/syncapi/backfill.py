@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from services.roomserver.api import RoomserverAPI
 from services.syncapi.storage.store import SyncStore
@@ -20,6 +21,18 @@ MAX_BACKFILL = 100
 # asked again for this long: every page reaching it would otherwise wait on the remote.
 RETRY_AFTER_S = 60.0
 MAX_REMEMBERED = 10_000
+
+
+def prev_event_ids(pdu: dict[str, Any]) -> list[str]:
+    """`prev_events` as IDs: bare IDs (v3+) or `[id, hashes]` pairs (v1/v2)."""
+    prevs = pdu.get("prev_events")
+    out: list[str] = []
+    for p in prevs if isinstance(prevs, list) else []:
+        if isinstance(p, str):
+            out.append(p)
+        elif isinstance(p, list) and p and isinstance(p[0], str):
+            out.append(p[0])
+    return out
 
 
 class HistoryBackfill:
@@ -35,8 +48,7 @@ class HistoryBackfill:
         first = await self.store.earliest_room_event(room_id)
         if first is None:
             return None
-        prevs = first.pdu.get("prev_events")
-        ids = [p for p in prevs if isinstance(p, str)] if isinstance(prevs, list) else []
+        ids = prev_event_ids(first.pdu)
         if not ids:
             return None  # the create event: nothing before it
         async with self.store.db.transaction() as tx:

@@ -125,3 +125,39 @@ async def test_backfilled_history_respects_joined_visibility(shared_servers):
     assert not set(secret) & set(seen)
     # They were fetched all the same (hs2 holds them now, as outliers).
     assert all([await hs2.roomserver.get_event(e) is not None for e in secret])
+
+
+@pytest.mark.parametrize("room_version", ["1", "10"])
+async def test_paging_back_from_the_join_lists_each_event_once(shared_servers, room_version: str):
+    """SyTest's "Outbound federation can backfill events": Bob joins, then pages back with
+    no `from` and follows `end` (absent `end` restarts from the newest). v1/v2 rooms list
+    prev_events as [id, hashes] pairs: the backfill must see those as a gap too, or the
+    pages only ever hold Bob's join, again and again."""
+    hs1, hs2 = shared_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    room_id = await hs1.create_room(alice, preset="public_chat", room_version=room_version)
+    sent = [await hs1.matrix.send(alice, room_id, f"m {i}") for i in range(10)]
+    sent_ids = [s if isinstance(s, str) else s["event_id"] for s in sent]
+    assert await join_remote(hs2, bob, room_id, via=hs1.name) == room_id
+    await hs2.sync_until(bob, lambda r: room_id in r.get("rooms", {}).get("join", {}))
+    want = 11  # the 10 messages and Bob's join
+    seen: list[dict[str, Any]] = []
+    token: str | None = None
+    for _ in range(8):
+        resp = await page(hs2, bob, room_id, token, want - len(seen))
+        seen += resp["chunk"]
+        token = resp.get("end")
+        if len(seen) >= want:
+            break
+    ids = [e["event_id"] for e in seen]
+    assert len(ids) == len(set(ids)), f"an event came twice: {ids}"
+    assert seen[0]["type"] == "m.room.member" and seen[0]["state_key"] == bob.user_id
+    assert [e["event_id"] for e in seen[1:want]] == list(reversed(sent_ids))
+    # Paging on to the start of the room still lists nothing twice.
+    while token is not None:
+        resp = await page(hs2, bob, room_id, token, 5)
+        seen += resp["chunk"]
+        token = resp.get("end") if resp["chunk"] else None
+    ids = [e["event_id"] for e in seen]
+    assert len(ids) == len(set(ids)), f"an event came twice: {ids}"
+    assert seen[-1]["type"] == "m.room.create"
