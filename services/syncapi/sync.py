@@ -94,9 +94,11 @@ class SyncEngine:
         now = self.current_token()
         since = req.since
         if since is not None:
-            # A token from the future (e.g. a reset database) is treated as "now".
+            # A token from the future (e.g. a reset database) is treated as "now"; a
+            # negative events position (a /messages token inside backfilled history) as 0:
+            # backfilled events sit below 0 and must never be listed as new.
             since = StreamToken(
-                events=min(since.events, now.events), typing=since.typing,
+                events=max(0, min(since.events, now.events)), typing=since.typing,
                 receipts=min(since.receipts, now.receipts), to_device=min(since.to_device, now.to_device),
                 account_data=min(since.account_data, now.account_data),
                 device_lists=min(since.device_lists, now.device_lists), presence=since.presence)
