@@ -2,7 +2,8 @@
 for federation (`scripts/cluster.sh` TLS_PORT/TLS_CERT/TLS_KEY -> `python -m axon.cluster
 nginx --tls-port`), server name `127.0.0.1:<tls port>`; the embedded server is the
 federation test harness's (loopback TLS, self-signed). A user of the embedded server
-joins a cluster room, messages go both ways, a cluster user joins an embedded room.
+joins a cluster room, messages go both ways, a cluster user joins an embedded room, and
+the cluster's clientapi reads the embedded user's profile, E2E keys and public room list.
 
 Its own small cluster (1 replica each, own schema/topic prefix, ports from tests/ports.py),
 stopped at the end. Needs AXON_TEST_POSTGRES and AXON_TEST_KAFKA."""
@@ -139,6 +140,26 @@ async def test_embedded_and_cluster_federate(pair):
         frm = page["end"]
     assert len(got) == len(set(got))
     assert [e for e in got if e in early] == list(reversed(early))
+
+    # The cluster's clientapi asks the embedded server (through the federationapi RPC) for
+    # a remote user's profile, E2E keys and public room list, as the embedded composition does.
+    await emb.matrix.request(dave, "PUT", f"/profile/{quote(dave.user_id, safe='')}/displayname",
+                             json={"displayname": "Dave Remote"})
+    prof = await cluster.matrix.request(carol, "GET", f"/profile/{quote(dave.user_id, safe='')}")
+    assert prof.get("displayname") == "Dave Remote"
+    nobody = f"@nobody{uuid.uuid4().hex[:6]}:{emb.name}"
+    await cluster.matrix.request(carol, "GET", f"/profile/{quote(nobody, safe='')}", expect=404)
+    dev_keys = {"user_id": dave.user_id, "device_id": dave.device_id,
+                "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+                "keys": {f"curve25519:{dave.device_id}": "c" * 43, f"ed25519:{dave.device_id}": "e" * 43},
+                "signatures": {}}
+    await emb.matrix.request(dave, "POST", "/keys/upload", json={"device_keys": dev_keys})
+    keys = await cluster.matrix.request(carol, "POST", "/keys/query", json={"device_keys": {dave.user_id: []}})
+    assert keys["failures"] == {}
+    assert keys["device_keys"][dave.user_id][dave.device_id]["keys"] == dev_keys["keys"]
+    listed = await emb.create_room(dave, preset="public_chat", visibility="public", name="Listed")
+    remote_dir = await cluster.matrix.request(carol, "GET", f"/publicRooms?server={quote(emb.name, safe='')}")
+    assert listed in [r["room_id"] for r in remote_dir["chunk"]]
     print(f"federation steps: {time.monotonic() - t0:.1f}s")
 
 
