@@ -34,8 +34,9 @@ def _server_of(user_id: str) -> str:
 
 async def backfill_from_remote(fed: "FederatedInput", room_id: str, from_event_ids: list[str],
                                limit: int) -> list[str]:
-    """The IDs of the events before `from_event_ids` now held (newest first); [] when
-    no server in the room answered or we are not in the room."""
+    """The IDs of the events before `from_event_ids` now held as outliers (newest first;
+    events we held with state, such as our own join, are left out); [] when no server
+    in the room answered or we are not in the room."""
     from services.roomserver.federated import NotStoredError
 
     proc = fed.proc
@@ -81,6 +82,9 @@ async def backfill_from_remote(fed: "FederatedInput", room_id: str, from_event_i
         await fed._fetch_auth(room, rv, origin, ev)
     rejected = await fed.store_outliers(room, rv, new) if new else set()
     rejected |= {eid for eid, r in rows.items() if r.rejected}
-    ok = [ev for eid, ev in got.items() if eid not in rejected]
+    # Events we already hold with state (our join, anything the live path took) are the
+    # syncapi's already, at their live positions: never answered as history.
+    live = {eid for eid, r in rows.items() if r.after_snapshot_nid or r.before_snapshot_nid}
+    ok = [ev for eid, ev in got.items() if eid not in rejected and eid not in live]
     ok.sort(key=lambda e: (-e.depth, e.event_id))
     return [ev.event_id for ev in ok]

@@ -161,3 +161,21 @@ async def test_paging_back_from_the_join_lists_each_event_once(shared_servers, r
     ids = [e["event_id"] for e in seen]
     assert len(ids) == len(set(ids)), f"an event came twice: {ids}"
     assert seen[-1]["type"] == "m.room.create"
+
+
+async def test_roomserver_answers_only_history_not_what_it_held(shared_servers):
+    """hs1's /backfill answer starts with Bob's join (the walk includes its start): the
+    roomserver leaves it out of the IDs it gives the syncapi, which holds it already."""
+    hs1, hs2 = shared_servers
+    alice, bob = await hs1.register("alice"), await hs2.register("bob")
+    room_id = await hs1.create_room(alice, preset="public_chat")
+    sent = [await hs1.matrix.send(alice, room_id, f"h {i}") for i in range(3)]
+    sent_ids = [s if isinstance(s, str) else s["event_id"] for s in sent]
+    assert await join_remote(hs2, bob, room_id, via=hs1.name) == room_id
+    first = await hs2.sync_until(bob, lambda r: room_id in r.get("rooms", {}).get("join", {}))
+    join_id = next(e["event_id"] for e in first["rooms"]["join"][room_id]["timeline"]["events"]
+                   if e["type"] == "m.room.member" and e.get("state_key") == bob.user_id)
+    ids = await hs2.roomserver.backfill_from_remote(room_id, [join_id], 20)
+    assert join_id not in ids
+    assert len(ids) == len(set(ids))
+    assert ids[:3] == list(reversed(sent_ids))  # newest first
