@@ -7,8 +7,9 @@ from .hashes import compute_event_id
 from .room_versions import EventFormat, RoomVersion
 
 
-def _ids(refs: Any) -> list[str]:
-    # v1/v2 list references as [event_id, {"sha256": ...}] pairs; v3+ as bare IDs.
+def reference_ids(refs: Any) -> list[str]:
+    """Event IDs of a `prev_events`/`auth_events` list: v1/v2 list references as
+    [event_id, {"sha256": ...}] pairs, v3+ as bare IDs; anything malformed is skipped."""
     out: list[str] = []
     if isinstance(refs, list):
         for r in refs:
@@ -93,13 +94,13 @@ class Event:
     @property
     def prev_event_ids(self) -> list[str]:
         if self._prev is None:
-            self._prev = _ids(self.pdu.get("prev_events"))
+            self._prev = reference_ids(self.pdu.get("prev_events"))
         return self._prev
 
     @property
     def auth_event_ids(self) -> list[str]:
         if self._auth is None:
-            self._auth = _ids(self.pdu.get("auth_events"))
+            self._auth = reference_ids(self.pdu.get("auth_events"))
         return self._auth
 
     @property

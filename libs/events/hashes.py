@@ -58,8 +58,8 @@ def compute_event_id(event: Mapping[str, Any], version: RoomVersion) -> str:
     """The event's ID: for v1/v2 the `event_id` it carries, otherwise from its reference hash."""
     if version.event_format is EventFormat.V1:
         eid = event.get("event_id")
-        if not isinstance(eid, str):
-            raise ValueError("room versions 1 and 2 need an event_id on the event")
+        if not isinstance(eid, str) or not eid.startswith("$"):
+            raise ValueError("room versions 1 and 2 need an event_id ('$...') on the event")
         return eid
     digest = compute_reference_hash(event, version)
     return "$" + encode_base64(digest, urlsafe=version.event_format is EventFormat.V4)

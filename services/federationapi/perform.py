@@ -65,11 +65,6 @@ def domain_of(identifier: Any) -> str | None:
 
 
 def event_id_for(pdu: Mapping[str, Any], version: RoomVersion) -> str:
-    if version.event_format is EventFormat.V1:
-        eid = pdu.get("event_id")
-        if not isinstance(eid, str) or not eid.startswith("$"):
-            raise PDUCheckError("M_BAD_JSON", "event without event_id")
-        return eid
     try:
         return compute_event_id(pdu, version)
     except Exception as e:  # not encodable as canonical JSON

@@ -24,7 +24,7 @@ from libs.events.event import Event
 from libs.events.hashes import compute_event_id
 from libs.events.limits import EventFormatError, check_pdu_format
 from libs.events.redaction import redact
-from libs.events.room_versions import EventFormat, RoomVersion, UnsupportedRoomVersion, get_room_version
+from libs.events.room_versions import RoomVersion, UnsupportedRoomVersion, get_room_version
 from libs.events.signing import SignatureError, check_event_hash, verify_event_signatures
 from services.syncapi.api import (TOPIC_KEY_CHANGES, TOPIC_RECEIPTS, TOPIC_TO_DEVICE, TOPIC_TYPING,
                                   KeyChangeRecord, ReceiptRecord, ToDeviceRecord, TypingRecord)
@@ -128,7 +128,7 @@ class TransactionProcessor:
         except UnsupportedRoomVersion:
             return None, None, None
         try:
-            event_id = self._event_id(pdu, version)
+            event_id = compute_event_id(pdu, version)  # v1/v2: its own '$' ID, else ValueError
         except Exception:  # malformed beyond hashing (e.g. not canonical-encodable)
             return None, None, None
         try:
@@ -144,15 +144,6 @@ class TransactionProcessor:
             log.info("event %s has a bad content hash: redacting it", event_id)
             pdu = redact(pdu, version)
         return event_id, Event(pdu, version, event_id=event_id), None
-
-    @staticmethod
-    def _event_id(pdu: dict[str, Any], version: RoomVersion) -> str:
-        if version.event_format is EventFormat.V1:
-            eid = pdu.get("event_id")
-            if not isinstance(eid, str) or not eid.startswith("$"):
-                raise ValueError("v1/v2 event without event_id")
-            return eid
-        return compute_event_id(pdu, version)
 
     async def origin_allowed(self, origin: str, room_id: Any) -> bool:
         """The room's server ACL admits `origin` (rooms without an ACL admit everyone)."""

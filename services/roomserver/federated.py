@@ -96,11 +96,8 @@ class NotStoredError(Exception):
 
 
 def event_id_of(pdu: dict[str, Any], rv: RoomVersion) -> str:
-    if rv.event_format is EventFormat.V1:
-        eid = pdu.get("event_id")
-        if not isinstance(eid, str) or not eid.startswith("$"):
-            raise NotStoredError("v1/v2 event without a valid event_id")
-        return eid
+    if rv.event_format is EventFormat.V1 and not str(pdu.get("event_id", "")).startswith("$"):
+        raise NotStoredError("v1/v2 event without a valid event_id")
     return compute_event_id(pdu, rv)
 
 

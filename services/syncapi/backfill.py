@@ -13,6 +13,7 @@ from typing import Any
 
 from services.roomserver.api import RoomserverAPI
 from services.syncapi.storage.store import SyncStore
+from libs.events.event import reference_ids
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +26,7 @@ MAX_REMEMBERED = 10_000
 
 def prev_event_ids(pdu: dict[str, Any]) -> list[str]:
     """`prev_events` as IDs: bare IDs (v3+) or `[id, hashes]` pairs (v1/v2)."""
-    prevs = pdu.get("prev_events")
-    out: list[str] = []
-    for p in prevs if isinstance(prevs, list) else []:
-        if isinstance(p, str):
-            out.append(p)
-        elif isinstance(p, list) and p and isinstance(p[0], str):
-            out.append(p[0])
-    return out
+    return reference_ids(pdu.get("prev_events"))
 
 
 class HistoryBackfill:
