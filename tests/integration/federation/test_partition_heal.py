@@ -85,7 +85,7 @@ async def test_partition_then_heal_converges(two_servers):
         s1, s2 = await state_ids(hs1, room_id), await state_ids(hs2, room_id)
         return s1 == s2
 
-    await wait_for(converged, deadline_s=45, what="identical current state on both servers")
+    await wait_for(converged, deadline_s=90, what="identical current state on both servers")
     s1 = await state_ids(hs1, room_id)
     assert s1 == await state_ids(hs2, room_id)
     name = (await hs1.roomserver.get_state_event(room_id, "m.room.name", ""))["content"]["name"]
@@ -100,7 +100,7 @@ async def test_partition_then_heal_converges(two_servers):
                 return False
         return True
 
-    await wait_for(all_seen, deadline_s=45, what="every message on both servers")
+    await wait_for(all_seen, deadline_s=90, what="every message on both servers")
     for srv, user in ((hs1, alice), (hs2, bob)):
         got = await all_messages(srv, user, room_id)
         assert len(got) == len(set(got)) == len(expected), (srv.name, got)
